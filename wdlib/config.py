@@ -1,0 +1,354 @@
+"""Params schema: one YAML drives every notebook and stage.
+
+A params file is a YAML mapping whose top-level keys are the sections below (they are also the notebooks'
+papermill parameters). `extends: other.yaml` (relative to the file) merges the file over another, so shared
+settings live in one place. Defaults in the dataclass-like models below are the paper's settings where it gives
+them. Unknown keys, wrong types and missing files raise `ParamsError` naming the file and the key path, e.g.
+`params/7b.yaml: dapo.epsilon_hihg: unknown key`.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+PARAMS_DIR = REPO_ROOT / "params"
+SECTIONS = ("run", "models", "web", "synthesis", "trajectories", "filters", "judge", "rewards", "sft", "dapo",
+            "eval", "wandb")
+
+
+class ParamsError(ValueError):
+    """A params file that cannot be used; the message names the file and the key path."""
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+# ---------------------------------------------------------------- run
+class RunConfig(Section):
+    name: str = "smoke"
+    output_dir: str = "outputs"  # relative paths are taken from the repo root, whatever the working directory
+    seed: int = 42
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+
+    @property
+    def dir(self) -> Path:
+        base = Path(self.output_dir)
+        return (base if base.is_absolute() else REPO_ROOT / base) / self.name
+
+
+# ---------------------------------------------------------------- models
+class ModelSpec(Section):
+    """One model. `name` is an HF id or local path, or `embedded:smollm2-135m` (shipped offline)."""
+
+    name: str = "embedded:smollm2-135m"
+    backend: Literal["transformers", "vllm", "openai"] = "transformers"
+    base_url: str | None = None  # OpenAI-compatible endpoint (vLLM serve, OpenAI, llama.cpp server...)
+    api_key_env: str | None = None  # name of the environment variable holding the key; never the key itself
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    max_new_tokens: int = Field(512, gt=0)  # per assistant turn
+    context_length: int = Field(32768, gt=0)
+    concurrency: int = Field(8, gt=0)
+    timeout_s: float = Field(120.0, gt=0)
+    reasoning: bool = False  # a reasoning model whose reasoning_content becomes the <think> block (long CoT)
+    gpu_memory_utilization: float = Field(0.85, gt=0, le=1)  # in-process vLLM only
+    tensor_parallel_size: int = Field(1, gt=0)
+    extra: dict[str, Any] = Field(default_factory=dict)  # passed through to the backend's request/constructor
+
+
+class ModelsConfig(Section):
+    policy: ModelSpec = Field(default_factory=ModelSpec)  # the model trained (SFT → DAPO) and evaluated
+    teacher: ModelSpec = Field(default_factory=ModelSpec)  # writes QA pairs and teacher trajectories
+    judge: ModelSpec | None = None  # LLM judge; None → rule-based judging
+    summarizer: ModelSpec | None = None  # visit's evidence extractor; None → extractive BM25 fallback
+
+
+# ---------------------------------------------------------------- web and tools
+class WebConfig(Section):
+    mode: Literal["local", "live"] = "local"
+    search_backend: Literal["local", "serpapi"] = "local"
+    sites: list[str] = Field(default_factory=lambda: ["python-docs", "wikipedia"])
+    cache_dir: str | None = None  # None → $WDLIB_CACHE or ~/.cache/wdlib
+    encyclopedia_max_pages: int | None = None  # None → all summaries
+    top_k: int = Field(10, gt=0)
+    max_queries_per_call: int = Field(5, gt=0)
+    extractor: Literal["trafilatura", "newspaper"] = "trafilatura"
+    visit_max_page_chars: int = Field(60000, gt=0)  # page text handed to the summarizer
+    visit_evidence_tokens: int = Field(400, gt=0)  # extractive fallback budget
+    visit_max_urls: int = Field(5, gt=0)
+    live_timeout_s: float = Field(20.0, gt=0)
+    live_max_bytes: int = Field(5_000_000, gt=0)
+    serpapi_key_env: str = "SERPAPI_API_KEY"
+    tool_latency_s: float = Field(0.0, ge=0)  # added per tool call; for benchmarks
+
+
+# ---------------------------------------------------------------- data synthesis
+class CrawlQAConfig(Section):
+    roots: list[str] = Field(default_factory=lambda: ["https://docs.python.org/3/library/index.html"])
+    max_depth: int = Field(2, ge=0)
+    max_pages: int = Field(200, gt=0)
+    allow: list[str] = Field(default_factory=list)  # regexes; empty → the root's site
+    deny: list[str] = Field(default_factory=list)
+    concurrency: int = Field(4, gt=0)
+    num_qa: int = Field(60, ge=0)
+    types: list[Literal["COUNT", "MULTI-HOP", "INTERSECTION"]] = Field(
+        default_factory=lambda: ["COUNT", "MULTI-HOP", "INTERSECTION"])
+    max_answer_words: int = Field(12, gt=0)
+
+
+class E2HQAConfig(Section):
+    seed_file: str | None = "../shared/data/webdancer-samples/sample_qa.jsonl"  # None → seeds from encyclopedia
+    num_seeds: int = Field(40, ge=0)
+    hops: int = Field(2, ge=0)
+
+
+class SynthesisConfig(Section):
+    crawlqa: CrawlQAConfig = Field(default_factory=CrawlQAConfig)
+    e2hqa: E2HQAConfig = Field(default_factory=E2HQAConfig)
+    eval_fraction: float = Field(0.1, ge=0, lt=1)  # held out as the local-web evaluation set
+
+
+class TrajectoriesConfig(Section):
+    samples_per_question: int = Field(5, gt=0)  # rejection sampling: stop at the first that passes the filters
+    max_turns: int = Field(12, gt=0)
+    max_total_tokens: int = Field(32768, gt=0)
+    concurrency: int = Field(16, gt=0)
+    temperature: float = Field(0.7, ge=0)
+    top_p: float = Field(0.95, gt=0, le=1)
+    cot: Literal["short", "long"] = "short"
+    max_questions: int | None = None
+    external: list[str] = Field(default_factory=lambda: ["../shared/data/webdancer-samples/sample_traj.jsonl"])
+
+
+class FiltersConfig(Section):
+    ngram: int = Field(10, gt=0)
+    max_ngram_repeats: int = Field(4, gt=0)
+    require_supported_answer: bool = True
+    llm_quality_check: bool = False
+
+
+class JudgeConfig(Section):
+    mode: Literal["llm", "rules"] = "rules"
+    f1_threshold: float = Field(0.6, ge=0, le=1)
+
+
+class RewardsConfig(Section):
+    format_weight: float = 0.1
+    answer_weight: float = 0.9
+
+
+# ---------------------------------------------------------------- training
+class SFTConfig(Section):
+    backend: Literal["hf", "unsloth"] = "hf"
+    init: str | None = None  # None → models.policy
+    learning_rate: float = Field(1e-5, gt=0)
+    num_train_epochs: float = Field(2.0, gt=0)
+    max_steps: int = -1
+    per_device_train_batch_size: int = Field(1, gt=0)
+    gradient_accumulation_steps: int = Field(8, gt=0)
+    max_length: int = Field(32768, gt=0)
+    packing: bool = False
+    lora: bool = False
+    lora_r: int = Field(64, gt=0)
+    lora_alpha: int = Field(128, gt=0)
+    warmup_ratio: float = Field(0.05, ge=0, le=1)
+    logging_steps: int = Field(1, gt=0)
+    save_steps: int = Field(200, gt=0)
+    gradient_checkpointing: bool = True
+    num_processes: int = Field(1, gt=0)
+    accelerate_config: str | None = "accelerate/zero3.yaml"
+    include_external: bool = True  # train on imported trajectories (WebDancer's samples) too
+
+
+class DAPOConfig(Section):
+    init: str | None = "sft"  # "sft" → the run's SFT checkpoint; else a model name/path
+    num_generations: int = Field(16, gt=1)
+    per_device_train_batch_size: int = Field(16, gt=0)
+    gradient_accumulation_steps: int = Field(1, gt=0)
+    learning_rate: float = Field(1e-6, gt=0)
+    max_steps: int = Field(100, gt=0)
+    temperature: float = Field(1.0, ge=0)
+    top_p: float = Field(1.0, gt=0, le=1)
+    epsilon: float = 0.2
+    epsilon_high: float = 0.28
+    beta: float = 0.0
+    loss_type: Literal["dapo", "grpo", "bnpo", "dr_grpo"] = "dapo"
+    max_turns: int = Field(8, gt=0)
+    max_completion_length: int = Field(8192, gt=0)  # model + observation tokens per trajectory
+    max_new_tokens_per_turn: int = Field(1024, gt=0)
+    dynamic_sampling: bool = True
+    max_refills: int = Field(3, ge=0)
+    overlong_buffer: int = Field(1024, ge=0)  # soft punishment over the last `overlong_buffer` model tokens
+    overlong_max_model_tokens: int = Field(4096, gt=0)
+    mask_truncated_completions: bool = True
+    use_vllm: bool = False
+    vllm_mode: Literal["colocate", "server"] = "colocate"
+    rollout_concurrency: int = Field(64, gt=0)
+    save_steps: int = Field(50, gt=0)
+    logging_steps: int = Field(1, gt=0)
+    gradient_checkpointing: bool = True
+    num_processes: int = Field(1, gt=0)
+    accelerate_config: str | None = "accelerate/zero3.yaml"
+    max_questions: int | None = None
+
+
+class EvalConfig(Section):
+    benchmarks: list[Literal["local", "webwalkerqa", "gaia"]] = Field(default_factory=lambda: ["gaia", "webwalkerqa"])
+    gaia_path: str | None = None  # local GAIA validation folder/file; None → hub (needs HF_TOKEN, online)
+    webwalkerqa_path: str | None = "../shared/data/webwalkerqa/test.json"  # None → hub
+    runs: int = Field(3, gt=0)
+    temperature: float = Field(0.6, ge=0)
+    top_p: float = Field(0.95, gt=0, le=1)
+    max_turns: int = Field(20, gt=0)
+    limit: int | None = None  # questions per benchmark
+    concurrency: int = Field(32, gt=0)
+    checkpoints: list[str] = Field(default_factory=lambda: ["base", "sft", "dapo"])
+    extra_models: dict[str, ModelSpec] = Field(default_factory=dict)
+
+
+class WandbConfig(Section):
+    mode: Literal["offline", "online", "disabled"] = "offline"
+    project: str = "webdancer"
+    entity: str | None = None
+
+
+class Config(Section):
+    extends: str | None = None
+    run: RunConfig = Field(default_factory=RunConfig)
+    models: ModelsConfig = Field(default_factory=ModelsConfig)
+    web: WebConfig = Field(default_factory=WebConfig)
+    synthesis: SynthesisConfig = Field(default_factory=SynthesisConfig)
+    trajectories: TrajectoriesConfig = Field(default_factory=TrajectoriesConfig)
+    filters: FiltersConfig = Field(default_factory=FiltersConfig)
+    judge: JudgeConfig = Field(default_factory=JudgeConfig)
+    rewards: RewardsConfig = Field(default_factory=RewardsConfig)
+    sft: SFTConfig = Field(default_factory=SFTConfig)
+    dapo: DAPOConfig = Field(default_factory=DAPOConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+    wandb: WandbConfig = Field(default_factory=WandbConfig)
+    source: str = Field("<defaults>", exclude=True)  # where this config came from, for messages
+
+    def resolve_path(self, path: str | os.PathLike | None) -> Path | None:
+        """Paths in params are relative to the repo root (so `../shared/...` means the sibling shared/)."""
+        if path is None:
+            return None
+        p = Path(os.path.expanduser(str(path)))
+        return p if p.is_absolute() else (REPO_ROOT / p).resolve()
+
+    @property
+    def run_dir(self) -> Path:
+        return self.run.dir
+
+    def dump(self) -> dict[str, Any]:
+        """Plain dict of the settings (no secrets live in params: keys are env-var *names*)."""
+        return self.model_dump(mode="json", exclude={"extends", "source"})
+
+
+# ---------------------------------------------------------------- loading
+def _merge(base: dict, over: dict) -> dict:
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def _read_yaml(path: Path, label: str) -> dict:
+    if not path.is_file():
+        raise ParamsError(f"{label}: params file not found")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ParamsError(f"{label}: not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise ParamsError(f"{label}: top level must be a mapping of sections, got {type(data).__name__}")
+    return data
+
+
+def _label(path: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(REPO_ROOT))
+    except ValueError:
+        return str(path)
+
+
+def _resolve_extends(data: dict, base_dir: Path, label: str, seen: tuple[Path, ...] = ()) -> dict:
+    parent = data.get("extends")
+    if not parent:
+        return data
+    parent_path = (base_dir / parent).resolve()
+    if not parent_path.is_file() and (PARAMS_DIR / parent).is_file():
+        parent_path = (PARAMS_DIR / parent).resolve()
+    if parent_path in seen:
+        raise ParamsError(f"{label}: extends: cycle through {_label(parent_path)}")
+    parent_label = _label(parent_path)
+    if not parent_path.is_file():
+        raise ParamsError(f"{label}: extends: params file not found: {parent}")
+    parent_data = _resolve_extends(_read_yaml(parent_path, parent_label), parent_path.parent, parent_label,
+                                   seen + (parent_path,))
+    merged = _merge(parent_data, {k: v for k, v in data.items() if k != "extends"})
+    return merged
+
+
+def _format_errors(label: str, exc: ValidationError) -> str:
+    lines = []
+    for err in exc.errors():
+        key = ".".join(str(p) for p in err["loc"]) or "<top>"
+        msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
+        if err["type"] != "extra_forbidden" and "input" in err:
+            msg += f" (got {err['input']!r})"
+        lines.append(f"{label}: {key}: {msg}")
+    return "\n".join(lines)
+
+
+def from_dict(data: dict, label: str = "<params>", base_dir: Path = PARAMS_DIR) -> Config:
+    """Validate a params mapping (already read from YAML or given by papermill)."""
+    data = _resolve_extends(dict(data), base_dir, label)
+    data.pop("extends", None)
+    try:
+        cfg = Config.model_validate(data)
+    except ValidationError as exc:
+        raise ParamsError(_format_errors(label, exc)) from None
+    cfg.source = label
+    return cfg
+
+
+def load(path: str | os.PathLike) -> Config:
+    """Load a params YAML (path relative to cwd, else to params/)."""
+    p = Path(path)
+    if not p.is_file() and (PARAMS_DIR / p).is_file():
+        p = PARAMS_DIR / p
+    label = _label(p) if p.is_file() else str(path)
+    return from_dict(_read_yaml(p, label), label, p.resolve().parent)
+
+
+def from_notebook(params_file: str | None = None, **sections: Any) -> Config:
+    """Build the config inside a notebook from its papermill parameters.
+
+    `papermill nb.ipynb out.ipynb -f params/7b.yaml` injects each top-level key as a variable; pass them here.
+    Sections left empty ({} / None) fall back to `params_file` (the pipeline passes it) or the notebook default.
+    """
+    given = {k: v for k, v in sections.items() if v not in (None, {}, "")}
+    unknown = set(given) - set(SECTIONS) - {"extends"}
+    label = params_file or "<papermill parameters>"
+    if unknown:
+        raise ParamsError(f"{label}: {sorted(unknown)[0]}: unknown key")
+    if not params_file and not given:
+        params_file = "smoke.yaml"  # a notebook opened in JupyterLab with no parameters runs the CPU smoke settings
+    if params_file:
+        base = load(params_file)
+        if not given:
+            return base
+        label = base.source
+        data = _merge(base.dump(), given)
+        cfg = from_dict(data, label)
+        return cfg
+    return from_dict(given, label)
