@@ -352,3 +352,8 @@ def from_notebook(params_file: str | None = None, **sections: Any) -> Config:
         cfg = from_dict(data, label)
         return cfg
     return from_dict(given, label)
+
+
+def from_namespace(ns: dict[str, Any]) -> Config:
+    """`cfg = config.from_namespace(globals())` in a notebook: reads `params_file` and the section variables."""
+    return from_notebook(ns.get("params_file"), **{k: ns.get(k) for k in ("extends",) + SECTIONS})
