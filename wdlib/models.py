@@ -123,3 +123,10 @@ def load_model(name: str, dtype: str = "auto", device: str = "auto"):
     device = pick_device(device)
     model = AutoModelForCausalLM.from_pretrained(resolve(name), dtype=torch_dtype(dtype, device))
     return model.to(device)
+
+
+if __name__ == "__main__":  # python -m wdlib.models embedded:smollm2-135m  → prepares and prints the checkpoint path
+    import sys as _sys
+
+    for _name in _sys.argv[1:] or ["embedded:smollm2-135m"]:
+        print(f"[models] {_name} → {resolve(_name)}")

@@ -1,0 +1,29 @@
+# The two commands of the README:   make run   (set up + whole pipeline on params/smoke.yaml)
+#                                    make test  (set up + test suite; what .ci/run calls)
+PARAMS ?= params/smoke.yaml
+VENV := .venv
+export HF_HUB_OFFLINE := 1
+export TOKENIZERS_PARALLELISM := false
+
+.PHONY: setup run test bench lab clean-run strip-notebooks
+
+setup:
+	bash scripts/setup.sh
+
+run: setup
+	$(VENV)/bin/python -m wdlib.pipeline $(PARAMS)
+
+test: setup
+	$(VENV)/bin/python -m pytest -q
+
+bench: setup
+	for b in tests/bench/bench_*.py; do echo "== $$b"; $(VENV)/bin/python $$b || exit 1; done
+
+lab: setup
+	$(VENV)/bin/jupyter lab --ip 127.0.0.1 --notebook-dir notebooks --allow-root --no-browser
+
+strip-notebooks:
+	$(VENV)/bin/jupyter nbconvert --clear-output --inplace notebooks/*.ipynb
+
+clean-run:
+	rm -rf outputs/$(notdir $(basename $(PARAMS)))

@@ -1,0 +1,106 @@
+"""Run the numbered notebooks in order with one params YAML (papermill).
+
+    python -m wdlib.pipeline params/smoke.yaml                # all five
+    python -m wdlib.pipeline params/smoke.yaml --only 03,04   # a subset
+    python -m wdlib.pipeline params/smoke.yaml --resume       # skip notebooks that already completed
+
+Executed copies land in outputs/<run>/notebooks/. A notebook that completes leaves a `.done` marker beside its
+copy; `--resume` skips those. The first failure stops the pipeline and prints the failing cell's error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+from . import config
+
+NOTEBOOK_DIR = config.REPO_ROOT / "notebooks"
+
+
+def notebooks() -> list[Path]:
+    return sorted(NOTEBOOK_DIR.glob("[0-9][0-9]_*.ipynb"))
+
+
+def select(only: str | None) -> list[Path]:
+    nbs = notebooks()
+    if not only:
+        return nbs
+    wanted = {w.strip() for w in only.split(",") if w.strip()}
+    chosen = [nb for nb in nbs if nb.name[:2] in wanted or nb.stem in wanted]
+    missing = wanted - {nb.name[:2] for nb in chosen} - {nb.stem for nb in chosen}
+    if missing:
+        raise SystemExit(f"--only: no notebook {sorted(missing)}; have {[nb.name[:2] for nb in nbs]}")
+    return chosen
+
+
+def parameters_for(params_path: Path) -> dict:
+    """What papermill injects: the YAML's own top-level keys (as `-f` would) plus `params_file` for messages."""
+    params = yaml.safe_load(params_path.read_text()) or {}
+    params["params_file"] = str(params_path.resolve())
+    return params
+
+
+class StageFailed(RuntimeError):
+    pass
+
+
+def run(params: str | Path, only: str | None = None, resume: bool = False, kernel_name: str | None = None, log_output: bool = False) -> list[Path]:
+    """Execute the selected notebooks; returns the executed copies. Raises StageFailed on the first failure."""
+    import papermill as pm
+    from papermill.exceptions import PapermillExecutionError
+
+    params_path = Path(params)
+    if not params_path.is_file() and (config.PARAMS_DIR / params_path).is_file():
+        params_path = config.PARAMS_DIR / params_path
+    cfg = config.load(params_path)  # fail early, with file and key, before any kernel starts
+    parameters = parameters_for(params_path)
+    out_dir = cfg.run_dir / "notebooks"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    executed = []
+    for nb in select(only):
+        out = out_dir / nb.name
+        marker = out.with_suffix(".done")
+        if resume and marker.is_file():
+            print(f"[pipeline] {nb.name}: done earlier, skipped (--resume)")
+            executed.append(out)
+            continue
+        marker.unlink(missing_ok=True)
+        print(f"[pipeline] {nb.name} → {out}", flush=True)
+        start = time.time()
+        try:
+            pm.execute_notebook(str(nb), str(out), parameters=parameters, cwd=str(config.REPO_ROOT),
+                                kernel_name=kernel_name, log_output=log_output, progress_bar=False)
+        except PapermillExecutionError as exc:
+            raise StageFailed(f"{nb.name} failed in cell {exc.exec_count}: {exc.ename}: {exc.evalue}\n"
+                              f"{''.join(exc.traceback[-3:]) if exc.traceback else ''}\n"
+                              f"executed copy with the error: {out}") from None
+        marker.write_text(json.dumps({"seconds": round(time.time() - start, 1), "params": str(params_path)}))
+        print(f"[pipeline] {nb.name}: ok in {time.time() - start:.0f}s", flush=True)
+        executed.append(out)
+    return executed
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m wdlib.pipeline", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("params", help="params YAML, e.g. params/smoke.yaml")
+    ap.add_argument("--only", help="comma-separated notebook numbers, e.g. 03,04")
+    ap.add_argument("--resume", action="store_true", help="skip notebooks that completed in an earlier run")
+    ap.add_argument("--log-output", action="store_true", help="stream the notebooks' output to the terminal")
+    args = ap.parse_args(argv)
+    try:
+        run(args.params, only=args.only, resume=args.resume, log_output=args.log_output)
+    except (StageFailed, config.ParamsError) as exc:
+        print(f"[pipeline] FAILED: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
