@@ -84,6 +84,7 @@ class WebConfig(Section):
     visit_max_urls: int = Field(5, gt=0)
     live_timeout_s: float = Field(20.0, gt=0)
     live_max_bytes: int = Field(5_000_000, gt=0)
+    live_allow_private: bool = False  # let live mode fetch private/loopback hosts (tests against a loopback server)
     serpapi_key_env: str = "SERPAPI_API_KEY"
     tool_latency_s: float = Field(0.0, ge=0)  # added per tool call; for benchmarks
 
@@ -100,12 +101,25 @@ class CrawlQAConfig(Section):
     types: list[Literal["COUNT", "MULTI-HOP", "INTERSECTION"]] = Field(
         default_factory=lambda: ["COUNT", "MULTI-HOP", "INTERSECTION"])
     max_answer_words: int = Field(12, gt=0)
+    # llm: the teacher writes QA (the paper); template: deterministic QA read off the crawl graph (works with any
+    # teacher, even a 135M one); both: the teacher's valid pairs first, templates fill up to num_qa.
+    generator: Literal["llm", "template", "both"] = "llm"
+    llm_calls: int | None = Field(None, gt=0)  # teacher prompts; None → 2 × num_qa (invalid replies are dropped)
+    max_page_chars: int = Field(3000, gt=0)  # page text shown to the teacher per page
+    max_new_tokens: int = Field(256, gt=0)
+    temperature: float = Field(0.7, ge=0)
+    delay_s: float = Field(0.0, ge=0)  # politeness: pause after each request (per concurrent worker)
 
 
 class E2HQAConfig(Section):
     seed_file: str | None = "../shared/data/webdancer-samples/sample_qa.jsonl"  # None → seeds from encyclopedia
+    seed_roots: list[str] = Field(default_factory=list)  # encyclopedia seeds: crawl these; [] → local encyclopedia
     num_seeds: int = Field(40, ge=0)
     hops: int = Field(2, ge=0)
+    min_hops: int = Field(1, ge=0)  # keep a hardened question only if this many hops succeeded
+    rewriter: Literal["llm", "template"] = "llm"  # llm falls back to the template when its rewrite is unusable
+    max_description_words: int = Field(25, gt=0)
+    max_new_tokens: int = Field(160, gt=0)  # the teacher's rewritten question
 
 
 class SynthesisConfig(Section):
@@ -130,12 +144,19 @@ class FiltersConfig(Section):
     ngram: int = Field(10, gt=0)
     max_ngram_repeats: int = Field(4, gt=0)
     require_supported_answer: bool = True
-    llm_quality_check: bool = False
+    support_min_recall: float = Field(0.5, ge=0, le=1)  # share of the answer's content words seen in tool responses
+    llm_quality_check: bool = False  # LLM review of non-redundancy, goal alignment, logic (uses models.judge)
+    rejudge: bool = False  # judge again trajectories that already carry a verdict (e.g. WebDancer's released ones)
 
 
 class JudgeConfig(Section):
-    mode: Literal["llm", "rules"] = "rules"
+    mode: Literal["llm", "rules"] = "rules"  # llm needs models.judge; rules = GAIA match or F1 >= f1_threshold
     f1_threshold: float = Field(0.6, ge=0, le=1)
+    # rules also accept a verbose prediction containing the whole gold phrase (67/100 of WebDancer's released
+    # answers are sentences that contain their gold; F1 alone accepts none of them)
+    rules_gold_in_answer: bool = False
+    temperature: float = Field(0.0, ge=0)  # LLM judge sampling: greedy, so verdicts are repeatable
+    max_new_tokens: int = Field(1024, gt=0)
 
 
 class RewardsConfig(Section):
@@ -153,6 +174,9 @@ class SFTConfig(Section):
     per_device_train_batch_size: int = Field(1, gt=0)
     gradient_accumulation_steps: int = Field(8, gt=0)
     max_length: int = Field(32768, gt=0)
+    # over max_length: "observation" shortens tool responses from the last one backwards (the final answer stays),
+    # then cuts at a turn boundary, else drops; "drop" drops. Every case is counted in the stage's stats.
+    truncation: Literal["observation", "drop"] = "observation"
     packing: bool = False
     lora: bool = False
     lora_r: int = Field(64, gt=0)
@@ -160,16 +184,21 @@ class SFTConfig(Section):
     warmup_ratio: float = Field(0.05, ge=0, le=1)
     logging_steps: int = Field(1, gt=0)
     save_steps: int = Field(200, gt=0)
+    save_total_limit: int | None = Field(2, gt=0)  # intermediate checkpoints kept for resuming
+    resume: bool = True  # continue from the latest checkpoint in <run_dir>/checkpoints/sft-trainer if any
     gradient_checkpointing: bool = True
     num_processes: int = Field(1, gt=0)
-    accelerate_config: str | None = "accelerate/zero3.yaml"
+    accelerate_config: str | None = "accelerate/zero3.yaml"  # relative to params/
     include_external: bool = True  # train on imported trajectories (WebDancer's samples) too
+    # give imported trajectories our agent's system/user prompts (same tools), i.e. the prompt the policy is run with
+    reprompt_external: bool = True
+    max_examples: int | None = Field(None, gt=0)  # a seeded random subset after fitting (CPU smoke runs)
 
 
 class DAPOConfig(Section):
-    init: str | None = "sft"  # "sft" → the run's SFT checkpoint; else a model name/path
-    num_generations: int = Field(16, gt=1)
-    per_device_train_batch_size: int = Field(16, gt=0)
+    init: str | None = "sft"  # "sft" → the run's SFT checkpoint (policy if missing); a name/path; None → policy
+    num_generations: int = Field(16, gt=1)  # rollouts per question (a group)
+    per_device_train_batch_size: int = Field(16, gt=0)  # rollouts; × grad. accumulation: a multiple of num_generations
     gradient_accumulation_steps: int = Field(1, gt=0)
     learning_rate: float = Field(1e-6, gt=0)
     max_steps: int = Field(100, gt=0)
@@ -182,31 +211,37 @@ class DAPOConfig(Section):
     max_turns: int = Field(8, gt=0)
     max_completion_length: int = Field(8192, gt=0)  # model + observation tokens per trajectory
     max_new_tokens_per_turn: int = Field(1024, gt=0)
-    dynamic_sampling: bool = True
-    max_refills: int = Field(3, ge=0)
+    dynamic_sampling: bool = True  # drop groups whose rewards are all equal, roll out more questions instead
+    max_refills: int = Field(3, ge=0)  # extra rollout rounds per step at most; then train on what was kept
     overlong_buffer: int = Field(1024, ge=0)  # soft punishment over the last `overlong_buffer` model tokens
-    overlong_max_model_tokens: int = Field(4096, gt=0)
-    mask_truncated_completions: bool = True
+    overlong_max_model_tokens: int = Field(4096, gt=0)  # model tokens (observations excluded) for penalty -1
+    mask_truncated_completions: bool = True  # trajectories cut by a token/turn limit without EOS: out of the loss
     use_vllm: bool = False
     vllm_mode: Literal["colocate", "server"] = "colocate"
-    rollout_concurrency: int = Field(64, gt=0)
+    rollout_concurrency: int = Field(64, gt=0)  # trajectories in flight (also the largest generate batch)
     save_steps: int = Field(50, gt=0)
     logging_steps: int = Field(1, gt=0)
     gradient_checkpointing: bool = True
     num_processes: int = Field(1, gt=0)
     accelerate_config: str | None = "accelerate/zero3.yaml"
-    max_questions: int | None = None
+    max_questions: int | None = None  # training questions taken from qa.jsonl (None → all)
+    fallback_qa: str | None = "../shared/data/webdancer-samples/sample_qa.jsonl"  # when <run_dir>/qa.jsonl is absent
 
 
 class EvalConfig(Section):
     benchmarks: list[Literal["local", "webwalkerqa", "gaia"]] = Field(default_factory=lambda: ["gaia", "webwalkerqa"])
     gaia_path: str | None = None  # local GAIA validation folder/file; None → hub (needs HF_TOKEN, online)
+    gaia_text_only: bool = True  # drop questions with an attached file
+    gaia_task_ids: str | None = None  # file of task_ids (e.g. WebThinker's 103-question text-only list) to keep
     webwalkerqa_path: str | None = "../shared/data/webwalkerqa/test.json"  # None → hub
+    local_path: str | None = None  # None → <run_dir>/qa_eval.jsonl (the held-out synthesized QA of notebook 01)
     runs: int = Field(3, gt=0)
     temperature: float = Field(0.6, ge=0)
     top_p: float = Field(0.95, gt=0, le=1)
+    repetition_penalty: float = Field(1.0, gt=0)  # paper: 1.1 for reasoning models (QwQ), 1.0 for instruct models
     max_turns: int = Field(20, gt=0)
-    limit: int | None = None  # questions per benchmark
+    max_total_tokens: int | None = None  # per trajectory; None → models.policy.context_length
+    limit: int | None = None  # questions per benchmark (taken evenly across levels)
     concurrency: int = Field(32, gt=0)
     checkpoints: list[str] = Field(default_factory=lambda: ["base", "sft", "dapo"])
     extra_models: dict[str, ModelSpec] = Field(default_factory=dict)

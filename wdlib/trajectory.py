@@ -64,6 +64,7 @@ class Trajectory:
     sample: int = 0  # index among the samples of one question
     id: str = ""
     usage: dict[str, int] = field(default_factory=dict)  # prompt/completion token counts
+    error: str | None = None  # why the run failed when finish_reason == "error" (e.g. the model endpoint gave up)
     # Token-level transcript of an in-process rollout (prompt_ids, completion_ids, env_mask, logprobs).
     # Kept in memory for RL; not written to JSONL (large and model-specific).
     tokens: dict[str, list] | None = field(default=None, repr=False)
@@ -156,6 +157,11 @@ def append_jsonl(path: str | Path, records: Iterable[Any]) -> int:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     n = 0
+    with open(path, "a+b") as raw:  # a writer killed mid-line left a partial line: end it, or the next record joins it
+        if raw.tell():
+            raw.seek(-1, 2)
+            if raw.read(1) != b"\n":
+                raw.write(b"\n")
     with open(path, "a") as f:
         for r in records:
             d = r.to_dict() if hasattr(r, "to_dict") else r

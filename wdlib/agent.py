@@ -1,0 +1,459 @@
+"""The ReAct agent in WebDancer's format: turn parser, prompts, the loop, and many loops at once.
+
+An assistant turn is `<think>…</think>` followed by exactly one of
+`<tool_call>\n{"name": ..., "arguments": {...}}\n</tool_call>` or `<answer>…</answer>`.
+Tool results come back as a user turn `<tool_response>\n…\n</tool_response>`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import inspect
+import json
+import re
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable
+
+from tqdm.auto import tqdm
+
+from wdlib.tools import REQUIRED_ARGS, TOOL_NAMES, TOOL_SCHEMAS
+from wdlib.trajectory import QAPair, Trajectory
+
+STOP_STRINGS = ("</tool_call>", "</answer>")
+
+
+# ------------------------------------------------------------------ turn parser
+@dataclass
+class ToolCall:
+    name: str
+    arguments: dict[str, Any]
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "arguments": self.arguments}
+
+
+@dataclass
+class Turn:
+    think: str | None = None
+    tool_call: ToolCall | None = None
+    answer: str | None = None
+    error: str | None = None  # None ⇔ the turn is well formed and actionable
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+# Aliases models really use for argument names; mapped to the schema's names.
+_ARG_ALIASES = {"search": {"queries": "query", "q": "query"}, "visit": {"urls": "url"}}
+_FENCE = re.compile(r"^```[a-zA-Z]*\s*\n?(.*?)\n?\s*```$", re.S)
+
+
+def parse_turn(text: str) -> Turn:
+    """Parse one assistant turn; never raises. `error` says precisely what is wrong, for the model to correct."""
+    if not isinstance(text, str):
+        return Turn(error=f"the turn is not text (got {type(text).__name__})")
+    if not text.strip():
+        return Turn(error="empty turn: write <think>...</think> and then a <tool_call> or an <answer>")
+
+    # Structure first: each tag at most once and closed.
+    for tag in ("think", "tool_call", "answer"):
+        opens, closes = text.count(f"<{tag}>"), text.count(f"</{tag}>")
+        if opens > 1 or closes > 1:
+            what = {"think": "<think> block", "tool_call": "<tool_call>", "answer": "<answer>"}[tag]
+            hint = " (call one tool per turn and wait for its response)" if tag == "tool_call" else ""
+            return Turn(error=f"more than one {what} in the turn{hint}")
+        if opens and not closes:
+            return Turn(error=f"unclosed <{tag}>: missing </{tag}> (the turn may have been cut off)")
+        if closes and not opens:
+            return Turn(error=f"</{tag}> without an opening <{tag}>")
+        if opens and text.index(f"</{tag}>") < text.index(f"<{tag}>"):
+            return Turn(error=f"</{tag}> comes before <{tag}>")
+    if "<tool_response>" in text:
+        return Turn(error="the turn contains <tool_response>: tool responses come from the environment, "
+                          "stop after </tool_call> and wait")
+
+    if "<think>" not in text:
+        return Turn(error="no <think>...</think> block: start the turn by thinking inside <think></think>")
+    think_start, think_end = text.index("<think>"), text.index("</think>")
+    think = text[think_start + len("<think>"):think_end].strip()
+    if text[:think_start].strip():
+        return Turn(think=think, error="text before <think>: the turn must start with <think>")
+    if not think:
+        return Turn(think=think, error="empty <think></think> block: reason about the next step first")
+    rest = text[think_end + len("</think>"):]
+    for tag in ("tool_call", "answer"):
+        if f"<{tag}>" in text and text.index(f"<{tag}>") < think_end:
+            return Turn(think=think, error=f"<{tag}> inside or before <think>: put it after </think>")
+
+    has_call, has_answer = "<tool_call>" in rest, "<answer>" in rest
+    if has_call and has_answer:
+        return Turn(think=think, error="both <tool_call> and <answer> in one turn: either call a tool or answer")
+    if not has_call and not has_answer:
+        return Turn(think=think, error="nothing actionable after </think>: add a <tool_call> or an <answer>")
+
+    if has_answer:
+        answer = rest[rest.index("<answer>") + len("<answer>"):rest.index("</answer>")].strip()
+        if not answer:
+            return Turn(think=think, error="empty <answer></answer>")
+        return Turn(think=think, answer=answer)
+
+    body = rest[rest.index("<tool_call>") + len("<tool_call>"):rest.index("</tool_call>")]
+    call, error = _parse_tool_call(body)
+    return Turn(think=think, tool_call=call, error=error)
+
+
+def _parse_tool_call(body: str) -> tuple[ToolCall | None, str | None]:
+    body = body.strip()
+    fenced = _FENCE.match(body)
+    if fenced:
+        body = fenced.group(1).strip()
+    if not body:
+        return None, 'empty <tool_call>: expected {"name": ..., "arguments": {...}}'
+    try:
+        obj = json.loads(body)
+    except json.JSONDecodeError as e:
+        return None, f"tool call is not valid JSON ({e.msg} at line {e.lineno} column {e.colno})"
+    if not isinstance(obj, dict):
+        return None, f'tool call must be a JSON object {{"name": ..., "arguments": {{...}}}}, got {type(obj).__name__}'
+    name = obj.get("name")
+    if not isinstance(name, str) or not name.strip():
+        return None, 'tool call has no "name"'
+    name = name.strip()
+    if name not in TOOL_NAMES:
+        return None, f"unknown tool {name!r}; available tools: {', '.join(TOOL_NAMES)}"
+    args = obj.get("arguments", obj.get("parameters"))
+    if args is None:
+        return None, f'tool call to {name!r} has no "arguments" object'
+    if isinstance(args, str):  # arguments given as a JSON string (OpenAI function-call habit)
+        try:
+            args = json.loads(args)
+        except json.JSONDecodeError as e:
+            return None, f"arguments of {name!r} are a string that is not valid JSON ({e.msg})"
+    if not isinstance(args, dict):
+        return None, f'"arguments" of {name!r} must be a JSON object, got {type(args).__name__}'
+    args = {_ARG_ALIASES[name].get(k, k): v for k, v in args.items()}
+    for arg in REQUIRED_ARGS[name]:
+        if arg not in args or args[arg] in (None, "", []):
+            return None, f"tool {name!r} is missing required argument {arg!r}"
+    # Lists of strings where the schema says array; a single string is what models often write.
+    for arg in ("query", "url"):
+        if arg in args:
+            value = [args[arg]] if isinstance(args[arg], str) else args[arg]
+            if not isinstance(value, list) or not all(isinstance(v, str) and v.strip() for v in value):
+                return None, f"argument {arg!r} of {name!r} must be a string or a list of non-empty strings"
+            args[arg] = [v.strip() for v in value]
+    if "goal" in args and not isinstance(args["goal"], str):
+        return None, f"argument 'goal' of {name!r} must be a string"
+    return ToolCall(name=name, arguments=args), None
+
+
+def error_observation(error: str) -> str:
+    """What the model reads after a malformed turn (sent as the next user turn, inside <tool_response>)."""
+    return (f"Format error: {error}.\nReply with <think>...</think> followed by exactly one "
+            '<tool_call>\n{"name": "search" or "visit", "arguments": {...}}\n</tool_call> or <answer>...</answer>.')
+
+
+# ------------------------------------------------------------------ prompts
+def system_prompt(date: str | None = None) -> str:
+    """Our own text in the spirit of WebDancer's: persistence, verification, attention to detail, today's date."""
+    date = date or datetime.date.today().isoformat()
+    return (
+        "You are a web research agent. You answer questions by searching the web and reading pages, and you keep "
+        "going until you have found the information, however hard the question is.\n\n"
+        "Work by these principles:\n\n"
+        "1. **Persist**: take as many steps as the question needs; when one search fails, rephrase it, split the "
+        "question, or follow a link from a page you already read.\n\n"
+        "2. **Verify**: before you answer, check the key facts against more than one source and make sure the "
+        "answer matches every condition in the question.\n\n"
+        "3. **Mind the details**: read each source carefully (dates, names, numbers, units) and prefer credible, "
+        "current sources.\n"
+        f"Current date: {date}"
+    )
+
+
+def user_prompt(question: str) -> str:
+    """The task prompt: tool schemas inside <tools></tools>, the turn format, an example, then the question."""
+    tools = ",\n".join(json.dumps(schema, indent=2, ensure_ascii=False) for schema in TOOL_SCHEMAS)
+    return (
+        "A conversation between User and Assistant. The user asks a question, and the assistant answers it by "
+        "calling the following tools as many times as needed.\n"
+        f"<tools>\n{tools}\n</tools>\n\n"
+        "In each turn the assistant first thinks about what to do next, then either calls exactly one tool and waits "
+        "for its response, or gives the final answer. Thinking goes inside <think></think>, a tool call inside "
+        "<tool_call></tool_call> as a JSON object with \"name\" and \"arguments\", the final answer inside "
+        "<answer></answer>. Tool responses come back inside <tool_response></tool_response>.\n\n"
+        "Example:\n"
+        "<think> thinking process here </think>\n"
+        "<tool_call>\n"
+        '{"name": "tool name here", "arguments": {"parameter name here": parameter value here, ...}}\n'
+        "</tool_call>\n"
+        "<tool_response>\ntool response here\n</tool_response>\n"
+        "<think> thinking process here </think>\n"
+        "<tool_call>\n"
+        '{"name": "another tool name here", "arguments": {...}}\n'
+        "</tool_call>\n"
+        "<tool_response>\ntool response here\n</tool_response>\n"
+        "(more thinking, tool calls and tool responses here)\n"
+        "<think> thinking process here </think>\n"
+        "<answer> answer here </answer>\n\n"
+        f"User: {question}"
+    )
+
+
+FINAL_ANSWER_INSTRUCTION = ("You have used up your budget of tool calls. Do not call any more tools: think once more "
+                            "and give your best final answer now inside <answer></answer>.")
+
+
+def tool_response(content: str) -> str:
+    return f"<tool_response>\n{content}\n</tool_response>"
+
+
+# ------------------------------------------------------------------ the ReAct loop
+MIN_TURN_TOKENS = 16  # no point starting a turn with less room than this
+
+
+class _Transcript:
+    """The token-level record of one rollout for a token-level client: exactly the ids the model was fed and
+    produced. env_mask is 1 for the model's tokens (including the <|im_end|> that closes each of its turns) and 0
+    for observation tokens."""
+
+    def __init__(self, client, messages: list[dict]):
+        self.tokenizer = client.tokenizer
+        self.prompt_ids = client.encode_prompt(messages)
+        self.completion_ids: list[int] = []
+        self.env_mask: list[int] = []
+        self.logprobs: list[float] = []
+        self.end_id = self.tokenizer.convert_tokens_to_ids("<|im_end|>")
+        if self.end_id is None or self.end_id == self.tokenizer.unk_token_id:
+            self.end_id = self.tokenizer.eos_token_id
+
+    def __len__(self) -> int:
+        return len(self.prompt_ids) + len(self.completion_ids)
+
+    @property
+    def ids(self) -> list[int]:
+        return self.prompt_ids + self.completion_ids
+
+    def add_model(self, reply, close: bool) -> None:
+        ids = list(reply.token_ids or [])
+        self.completion_ids += ids
+        self.env_mask += [1] * len(ids)
+        self.logprobs += list(reply.logprobs) if reply.logprobs is not None else [0.0] * len(ids)
+        if close and (not ids or ids[-1] != self.end_id):  # stopped on a stop string: close the turn ourselves
+            self.completion_ids.append(self.end_id)
+            self.env_mask.append(1)
+            self.logprobs.append(0.0)
+
+    def observation_ids(self, content: str) -> list[int]:
+        text = f"\n<|im_start|>user\n{content}<|im_end|>\n<|im_start|>assistant\n"
+        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    def add_observation(self, ids: list[int]) -> None:
+        self.completion_ids += ids
+        self.env_mask += [0] * len(ids)
+        self.logprobs += [0.0] * len(ids)
+
+    def to_dict(self) -> dict:
+        return {"prompt_ids": self.prompt_ids, "completion_ids": self.completion_ids, "env_mask": self.env_mask,
+                "logprobs": self.logprobs}
+
+
+def _estimate_tokens(text: str) -> int:
+    return len(text) // 3 + 1  # conservative for English under BPE; only used without a tokenizer
+
+
+def _estimate_observation(content: str) -> int:
+    return _estimate_tokens(content) + 8  # + the chat template's role markers
+
+
+def _fit_observation(result: str, suffix: str, count: Callable[[str], int], room: int) -> str | None:
+    """`<tool_response>result</tool_response>suffix`, with `result` cut so the whole takes at most `room` tokens
+    (a long page must not push the conversation past the context); None when not even a stub fits."""
+    content = tool_response(result) + suffix
+    n = count(content)
+    if n <= room:
+        return content
+    note = "\n[... cut: the context is full]"
+    overhead = count(tool_response(note) + suffix)
+    if room - overhead < 8:
+        return None
+    keep = int(len(result) * (room - overhead) / max(n - overhead, 1))
+    for _ in range(8):  # token counts after a cut are not exactly proportional: shrink until it fits
+        content = tool_response(result[:keep] + note) + suffix
+        if count(content) <= room:
+            return content
+        keep = int(keep * 0.8)
+    return None
+
+
+async def _call_tool(toolbox, call: ToolCall) -> str:
+    try:
+        return str(await toolbox.call(call.name, call.arguments))
+    except Exception as e:  # the real Toolbox never raises; any other toolbox's failure is still an observation
+        return f"Error: tool {call.name!r} failed: {type(e).__name__}: {e}"
+
+
+async def run_agent(question: str, client, toolbox, *, gold: str | None = None, qa_id: str | None = None,
+                    max_turns: int = 12, max_total_tokens: int = 32768, context_length: int | None = None,
+                    sampling: dict | None = None, sample: int = 0, date: str | None = None) -> Trajectory:
+    """Run one ReAct trajectory. Never raises for model or tool failures: finish_reason says how it ended.
+
+    Limits: at most `max_turns` assistant turns and `max_total_tokens` tokens in the whole conversation (prompt,
+    turns, observations; also capped by `context_length`). When a limit is about to be reached, the last observation
+    carries FINAL_ANSWER_INSTRUCTION and the next turn is the last one. finish_reason: "answer" (answered in budget),
+    "max_turns" / "max_tokens" (the budget ran out; `prediction` is still set if the forced turn answered),
+    "error" (the model backend failed; see `error`).
+    """
+    sampling = dict(sampling or {})
+    default_turn_tokens = getattr(client, "max_new_tokens", 512)
+    turn_tokens = int(sampling.pop("max_new_tokens", sampling.pop("max_tokens", default_turn_tokens)))
+    budget = min(max_total_tokens, context_length or max_total_tokens)
+    min_turn = min(MIN_TURN_TOKENS, turn_tokens)
+    messages = [{"role": "system", "content": system_prompt(date)}, {"role": "user", "content": user_prompt(question)}]
+    token_level = getattr(client, "token_level", False)
+    transcript = _Transcript(client, messages) if token_level else None
+    used = len(transcript) if transcript else _estimate_tokens(messages[0]["content"] + messages[1]["content"])
+
+    turns, calls, prediction, forced, finish, error = 0, [], None, None, None, None
+    usage = {"prompt_tokens": 0, "completion_tokens": 0}
+    model_s = tool_s = 0.0
+    t_start = time.perf_counter()
+    while True:
+        max_new = min(turn_tokens, budget - used)
+        if max_new < min_turn:
+            finish = forced or "max_tokens"
+            break
+        t0 = time.perf_counter()
+        try:
+            if transcript:
+                reply = await client.generate(transcript.ids, max_new_tokens=max_new, stop=STOP_STRINGS, **sampling)
+            else:
+                reply = await client.chat(messages, max_new_tokens=max_new, stop=STOP_STRINGS, **sampling)
+        except Exception as e:
+            model_s += time.perf_counter() - t0
+            finish, error = "error", f"{type(e).__name__}: {e}"
+            break
+        model_s += time.perf_counter() - t0
+        turns += 1
+        usage["prompt_tokens"] += reply.prompt_tokens
+        usage["completion_tokens"] += reply.completion_tokens
+        text = reply.text
+        if reply.reasoning_content and "<think>" not in text:  # long CoT: the model's reasoning is the <think>
+            text = f"<think>\n{reply.reasoning_content.strip()}\n</think>\n{text.lstrip()}"
+        messages.append({"role": "assistant", "content": text})
+        turn = parse_turn(text)
+        last_turn = turn.answer is not None or forced is not None or turns >= max_turns
+        if transcript:
+            # A turn that ended on eos or a stop string is closed with <|im_end|>; a turn cut off by the length
+            # limit is closed only if the conversation goes on (so a truncated final turn still looks truncated).
+            transcript.add_model(reply, close=reply.finish_reason == "stop" or not last_turn)
+            used = len(transcript)
+        elif reply.prompt_tokens:  # the server's count of the conversation so far
+            used = reply.prompt_tokens + reply.completion_tokens
+        else:
+            used += _estimate_tokens(text)
+        if turn.answer is not None:
+            prediction, finish = turn.answer, forced or "answer"
+            break
+        if last_turn:
+            finish = forced or "max_turns"
+            break
+
+        if turn.tool_call is not None:
+            calls.append(turn.tool_call.to_dict())
+            t0 = time.perf_counter()
+            result = await _call_tool(toolbox, turn.tool_call)
+            tool_s += time.perf_counter() - t0
+        else:
+            result = error_observation(turn.error or "malformed turn")
+        count = (lambda text: len(transcript.observation_ids(text))) if transcript else _estimate_observation
+        if turns + 1 >= max_turns:
+            forced = "max_turns"
+        elif used + count(tool_response(result)) + turn_tokens > budget:
+            forced = "max_tokens"
+        suffix = "\n\n" + FINAL_ANSWER_INSTRUCTION if forced else ""
+        content = _fit_observation(result, suffix, count, room=budget - used - min_turn)
+        if content is None:  # not even a cut observation fits: the context is full
+            finish = forced or "max_tokens"
+            break
+        messages.append({"role": "user", "content": content})
+        if transcript:
+            transcript.add_observation(transcript.observation_ids(content))
+            used = len(transcript)
+        else:
+            used += count(content)
+
+    sampling_record = {**sampling, "max_new_tokens": turn_tokens, "max_turns": max_turns,
+                       "max_total_tokens": max_total_tokens}
+    trajectory = Trajectory(
+        question=question, messages=messages, gold=gold, prediction=prediction, turns=turns, tool_calls=calls,
+        finish_reason=finish, model=getattr(client, "model_name", type(client).__name__), sampling=sampling_record,
+        timings={"model_s": round(model_s, 4), "tool_s": round(tool_s, 4),
+                 "total_s": round(time.perf_counter() - t_start, 4)},
+        qa_id=qa_id or "", sample=sample, usage={**usage, "context_tokens": used}, error=error,
+        tokens=transcript.to_dict() if transcript else None,
+    )
+    return trajectory
+
+
+# ------------------------------------------------------------------ many trajectories at once
+def _item_fields(item) -> tuple[str, str | None, str]:
+    if isinstance(item, QAPair):
+        return item.question, item.answer, item.id
+    if isinstance(item, dict):
+        if "question" not in item:
+            raise ValueError(f"item has no 'question': {sorted(item)}")
+        gold = item.get("gold", item.get("answer"))
+        return item["question"], None if gold is None else str(gold), item.get("qa_id") or item.get("id") or ""
+    if isinstance(item, str):
+        return item, None, ""
+    return item.question, getattr(item, "answer", getattr(item, "gold", None)), getattr(item, "id", "")
+
+
+async def run_many(items: Iterable, client, toolbox, *, concurrency: int = 8, samples: int = 1,
+                   on_result: Callable[[Trajectory], Any] | None = None, skip_ids: Iterable[str] = (),
+                   progress: bool = True, **agent_kwargs) -> list[Trajectory]:
+    """Run `samples` trajectories per item, `concurrency` at a time (while one waits on a tool or the model, the
+    others proceed). `on_result(trajectory)` (sync or async) is called as each one finishes, e.g. to append it to
+    a JSONL file; trajectories whose id is in `skip_ids` (e.g. `done_ids(path)`) are not run again.
+    Items: QAPair, dicts with question and gold/answer (and optional id, samples), or plain question strings.
+    Returns the new trajectories in input order."""
+    skip = set(skip_ids)
+    model = getattr(client, "model_name", type(client).__name__)
+    jobs = []
+    for item in items:
+        question, gold, qa_id = _item_fields(item)
+        n = item.get("samples", samples) if isinstance(item, dict) else samples
+        for k in range(n):
+            probe = Trajectory(question=question, messages=[], qa_id=qa_id, sample=k, model=model)
+            if probe.id not in skip:
+                jobs.append((question, gold, probe.qa_id, k))
+
+    semaphore = asyncio.Semaphore(concurrency)
+    results: list[Trajectory | None] = [None] * len(jobs)
+    bar = tqdm(total=len(jobs), desc="trajectories", disable=not progress)
+    answered = 0
+
+    async def one(i: int, question: str, gold: str | None, qa_id: str, k: int) -> None:
+        async with semaphore:
+            trajectory = await run_agent(question, client, toolbox, gold=gold, qa_id=qa_id, sample=k, **agent_kwargs)
+        results[i] = trajectory
+        if on_result is not None:
+            maybe = on_result(trajectory)
+            if inspect.isawaitable(maybe):
+                await maybe
+        nonlocal answered
+        answered += trajectory.prediction is not None
+        bar.set_postfix(answered=answered, refresh=False)
+        bar.update(1)
+
+    try:
+        async with asyncio.TaskGroup() as group:
+            for i, job in enumerate(jobs):
+                group.create_task(one(i, *job))
+    finally:
+        bar.close()
+    return [r for r in results if r is not None]
