@@ -463,3 +463,40 @@ def test_tiny_model_end_to_end_on_local_web(tiny, toolbox, tmp_path):
             else:
                 assert text == f"\n<|im_start|>user\n{next(observations)}<|im_end|>\n<|im_start|>assistant\n"
         assert traj.usage["context_tokens"] == len(t["prompt_ids"]) + len(t["completion_ids"])
+
+
+def test_template_that_opens_think_in_the_generation_prompt(toolbox):
+    """QwQ-style templates end the generation prompt with `<think>\\n`: the model's text continues it, so the
+    message must hold the whole `<think>…` turn and every later prompt must re-open it, as the template renders."""
+    from wdlib.llm import Reply
+    from wdlib.models import load_tokenizer
+
+    tok = load_tokenizer("embedded:smollm2-135m")
+    tok.chat_template = tok.chat_template.replace("'<|im_start|>assistant\\n'", "'<|im_start|>assistant\\n<think>\\n'")
+    assert tok.apply_chat_template([{"role": "user", "content": "q"}], add_generation_prompt=True,
+                                   tokenize=False).endswith("<|im_start|>assistant\n<think>\n")
+    script = iter(['look it up\n</think>\n<tool_call>\n{"name": "search", "arguments": {"query": ["os.getcwd"]}}\n'
+                   "</tool_call>", "found it\n</think>\n<answer>os.getcwd</answer>"])
+    fed = []
+
+    class ScriptedTokenClient:
+        token_level, tokenizer, model_name = True, tok, "scripted"
+
+        def encode_prompt(self, messages):
+            text = tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+            return tok(text, add_special_tokens=False)["input_ids"]
+
+        async def generate(self, ids, **sampling):
+            fed.append(tok.decode(ids))
+            text = next(script)
+            return Reply(text=text, token_ids=tok(text, add_special_tokens=False)["input_ids"], prompt_tokens=len(ids),
+                         completion_tokens=1, finish_reason="stop")
+
+    traj = asyncio.run(run_agent("Which function returns the working directory?", ScriptedTokenClient(), toolbox,
+                                 max_turns=4))
+    assert traj.prediction == "os.getcwd" and all(parse_turn(t).error is None for t in traj.assistant_turns)
+    assert traj.assistant_turns[0].startswith("<think>\nlook it up")
+    assert fed[1].endswith("</tool_response><|im_end|>\n<|im_start|>assistant\n<think>\n")
+    rendered = tok.apply_chat_template(traj.messages, tokenize=False)
+    full = tok.decode(traj.tokens["prompt_ids"] + traj.tokens["completion_ids"])
+    assert rendered.startswith(full.removesuffix("<|im_end|>"))

@@ -226,6 +226,12 @@ class _Transcript:
         self.completion_ids: list[int] = []
         self.env_mask: list[int] = []
         self.logprobs: list[float] = []
+        # What the template writes after `<|im_start|>assistant\n` when prompting a turn: "" for Qwen2.5, "<think>\n"
+        # for QwQ-style templates. The model's text continues it, so it is part of the turn's message and is
+        # repeated after every observation, exactly as the template would render the next turn.
+        rendered = self.tokenizer.decode(self.prompt_ids)
+        head, sep, tail = rendered.rpartition("<|im_start|>assistant\n")
+        self.turn_prefix = tail if sep else ""
         self.end_id = self.tokenizer.convert_tokens_to_ids("<|im_end|>")
         if self.end_id is None or self.end_id == self.tokenizer.unk_token_id:
             self.end_id = self.tokenizer.eos_token_id
@@ -248,7 +254,7 @@ class _Transcript:
             self.logprobs.append(0.0)
 
     def observation_ids(self, content: str) -> list[int]:
-        text = f"\n<|im_start|>user\n{content}<|im_end|>\n<|im_start|>assistant\n"
+        text = f"\n<|im_start|>user\n{content}<|im_end|>\n<|im_start|>assistant\n{self.turn_prefix}"
         return self.tokenizer(text, add_special_tokens=False)["input_ids"]
 
     def add_observation(self, ids: list[int]) -> None:
@@ -340,7 +346,7 @@ async def run_agent(question: str, client, toolbox, *, gold: str | None = None, 
         turns += 1
         usage["prompt_tokens"] += reply.prompt_tokens
         usage["completion_tokens"] += reply.completion_tokens
-        text = reply.text
+        text = (transcript.turn_prefix if transcript else "") + reply.text
         if reply.reasoning_content and "<think>" not in text:  # long CoT: the model's reasoning is the <think>
             text = f"<think>\n{reply.reasoning_content.strip()}\n</think>\n{text.lstrip()}"
         messages.append({"role": "assistant", "content": text})
