@@ -4,6 +4,7 @@ PARAMS ?= params/smoke.yaml
 VENV := .venv
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
+export OMP_WAIT_POLICY := PASSIVE
 
 .PHONY: setup run test bench lab clean-run strip-notebooks
 
