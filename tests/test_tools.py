@@ -205,6 +205,28 @@ def test_visit_with_a_summarizer_retries_shorter_then_falls_back(local_web_cfg):
             assert VISIT_BLOCK.match(obs[:-1]) and "EVIDENCE-FROM-MODEL" not in obs
 
 
+def test_from_config_builds_the_configured_summarizer(local_web_cfg):
+    """params `models.summarizer` (an OpenAI-compatible endpoint) is what visit uses, with no extra wiring."""
+    from openai_loopback import LoopbackOpenAI, completion
+
+    from wdlib.config import ModelSpec
+
+    seen = []
+
+    def handler(body):
+        seen.append(body["model"])
+        return 200, completion('{"rational": "r", "evidence": "EVIDENCE-VIA-PARAMS", "summary": "S"}')
+
+    with LoopbackOpenAI(handler) as server:
+        cfg = local_web_cfg.model_copy(deep=True)
+        cfg.models.summarizer = ModelSpec(name="summ-model", backend="openai", base_url=server.base_url,
+                                          context_length=4096, max_new_tokens=256)
+        with Toolbox.from_config(cfg) as tb:
+            assert tb.summarizer_chars < cfg.web.visit_max_page_chars  # page budget follows the model's context
+            obs = run(tb.visit("https://docs.python.org/3/library/os.path.html", "what join does"))
+    assert seen == ["summ-model"] and "EVIDENCE-VIA-PARAMS" in obs
+
+
 # ---------------------------------------------------------------- SerpAPI (recorded responses, real client)
 class _Recorded(http.server.BaseHTTPRequestHandler):
     responses: dict = {}

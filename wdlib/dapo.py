@@ -577,14 +577,6 @@ def _judge_client(cfg: Config):
     return make_client(cfg.models.judge)
 
 
-def _summarizer(cfg: Config):
-    if cfg.models.summarizer is None:
-        return None
-    from wdlib.llm import make_client
-
-    return make_client(cfg.models.summarizer)
-
-
 def summary_path(cfg: Config) -> Path:
     return cfg.run_dir / "dapo_summary.json"
 
@@ -611,7 +603,7 @@ def train(cfg: Config, resume: bool = True) -> dict[str, Any]:
     wandb_run = init_wandb(cfg, "dapo") if cfg.wandb.mode != "disabled" and main_process else None
     last = get_last_checkpoint(str(work_dir)) if resume else None
     try:
-        with Toolbox.from_config(cfg, summarizer=_summarizer(cfg)) as toolbox:
+        with Toolbox.from_config(cfg) as toolbox:
             trainer = build_trainer(cfg, toolbox, judge_client=_judge_client(cfg), output_dir=work_dir)
             if main_process:
                 trainer.agent_rollout.log_path = rollouts_path(cfg)

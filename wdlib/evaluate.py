@@ -495,8 +495,7 @@ async def _evaluate_all(cfg: Config, benchmarks: dict[str, Benchmark], models: d
     if not todo:
         return report
     judge_client = (llm.make_client(cfg.models.judge) if cfg.judge.mode == "llm" and cfg.models.judge else None)
-    summarizer = llm.make_client(cfg.models.summarizer) if cfg.models.summarizer else None
-    with Toolbox.from_config(cfg, summarizer=summarizer) as toolbox:
+    with Toolbox.from_config(cfg) as toolbox:
         for label, spec in todo.items():
             t0 = time.time()
             client = llm.make_client(spec, device=device)

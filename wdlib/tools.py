@@ -387,9 +387,14 @@ class Toolbox:
 
     @classmethod
     def from_config(cls, cfg, summarizer: Any = None) -> "Toolbox":
-        """The toolbox for a Config (`cfg.web`); the summarizer's page budget follows its context length."""
+        """The toolbox for a Config (`cfg.web`). Visit's summarizer is `summarizer` if given, else a client for
+        `cfg.models.summarizer` when one is configured; its page budget follows the model's context length."""
         chars = cfg.web.visit_max_page_chars
         spec = cfg.models.summarizer
+        if summarizer is None and spec is not None:
+            from .llm import make_client
+
+            summarizer = make_client(spec, device=cfg.run.device)
         if summarizer is not None and spec is not None:
             # ~3 characters per token, leaving room for the prompt and the reply
             chars = min(chars, max(2000, (spec.context_length - spec.max_new_tokens - 400) * 3))
