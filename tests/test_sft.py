@@ -257,8 +257,10 @@ def test_mask_html_highlights_trained_tokens(tok):
 
 
 def test_launch_command_and_cli(tmp_path):
+    from wdlib.launch import accelerate_command
+
     cfg = _cfg(tmp_path, num_processes=8)
-    cmd = sft.launch_command(cfg, tmp_path / "p.yaml")
+    cmd = accelerate_command(cfg, "sft", tmp_path / "p.yaml")
     assert cmd[1:3] == ["-m", "accelerate.commands.launch"]
     assert cmd[cmd.index("--config_file") + 1].endswith("params/accelerate/zero3.yaml")
     assert cmd[cmd.index("--num_processes") + 1] == "8"

@@ -26,7 +26,6 @@ import logging
 import math
 import os
 import random
-import sys
 import time
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
@@ -623,17 +622,6 @@ def train(cfg: Config, resume: bool = True) -> dict[str, Any]:
     return summary
 
 
-def launch_command(cfg: Config, params_file: str | os.PathLike) -> list[str]:
-    """`accelerate launch --config_file params/<accelerate_config> --num_processes N -m wdlib.dapo --params FILE`."""
-    cmd = [sys.executable, "-m", "accelerate.commands.launch"]
-    if cfg.dapo.accelerate_config:
-        accel = cfg.resolve_path(Path("params") / cfg.dapo.accelerate_config)
-        if not accel.is_file():
-            raise FileNotFoundError(f"dapo.accelerate_config: {accel} not found")
-        cmd += ["--config_file", str(accel)]
-    return cmd + ["--num_processes", str(cfg.dapo.num_processes), "-m", "wdlib.dapo", "--params", str(params_file)]
-
-
 def load_result(cfg: Config) -> dict[str, Any]:
     """The summary of a finished run, read back from the run folder (after a subprocess launch)."""
     import json
@@ -645,16 +633,9 @@ def run(cfg: Config) -> dict[str, Any]:
     """In-process when one process is configured; else `accelerate launch` this module as a subprocess."""
     if cfg.dapo.num_processes <= 1:
         return train(cfg)
-    import subprocess
+    from .launch import launch
 
-    import yaml
-
-    params_file = cfg.run_dir / "dapo_params.yaml"  # the exact config (papermill overrides included)
-    params_file.parent.mkdir(parents=True, exist_ok=True)
-    params_file.write_text(yaml.safe_dump(cfg.dump(), sort_keys=False))
-    cmd = launch_command(cfg, params_file)
-    print("launching:", " ".join(cmd))
-    subprocess.run(cmd, check=True, cwd=str(cfg.resolve_path(".")))
+    launch(cfg, "dapo")
     return load_result(cfg)
 
 

@@ -25,8 +25,6 @@ import html
 import json
 import os
 import re
-import subprocess
-import sys
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -486,17 +484,6 @@ def train(cfg: Config, conversations: list[list[dict[str, str]]] | None = None) 
 
 
 # ---------------------------------------------------------------- multi-GPU launch
-def launch_command(cfg: Config, params_file: str | os.PathLike) -> list[str]:
-    """`accelerate launch --config_file params/<accelerate_config> --num_processes N -m wdlib.sft --params FILE`."""
-    cmd = [sys.executable, "-m", "accelerate.commands.launch"]
-    if cfg.sft.accelerate_config:
-        accel = cfg.resolve_path(Path("params") / cfg.sft.accelerate_config)
-        if not accel.is_file():
-            raise FileNotFoundError(f"sft.accelerate_config: {accel} not found")
-        cmd += ["--config_file", str(accel)]
-    return cmd + ["--num_processes", str(cfg.sft.num_processes), "-m", "wdlib.sft", "--params", str(params_file)]
-
-
 def load_result(cfg: Config) -> SFTResult:
     """The result of a finished run, read back from the run folder (after a subprocess launch)."""
     final = checkpoint_path(cfg)
@@ -509,14 +496,9 @@ def run(cfg: Config) -> SFTResult:
     """In-process when one process is configured; else `accelerate launch` this module as a subprocess."""
     if cfg.sft.num_processes <= 1:
         return train(cfg)
-    import yaml
+    from .launch import launch
 
-    params_file = cfg.run_dir / "sft_params.yaml"  # the exact config (papermill overrides included)
-    params_file.parent.mkdir(parents=True, exist_ok=True)
-    params_file.write_text(yaml.safe_dump(cfg.dump(), sort_keys=False))
-    cmd = launch_command(cfg, params_file)
-    print("launching:", " ".join(cmd))
-    subprocess.run(cmd, check=True, cwd=str(cfg.resolve_path(".")))
+    launch(cfg, "sft")
     return load_result(cfg)
 
 

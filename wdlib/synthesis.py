@@ -1122,3 +1122,107 @@ async def e2hqa_seeds(cfg: Any, toolbox: Any) -> list[QAPair]:
                  if _unusable(f) is None]
     seeds = [s for s in (encyclopedia_seed(p, e.max_description_words) for p in pages) if s is not None]
     return dedupe(seeds)[:e.num_seeds]
+
+
+# ================================================================== scripted format demonstrations
+_QUOTED = re.compile(r"[“\"]([^”\"]{2,80})[”\"]")
+_QUESTION_WORDS = {"what", "which", "who", "whom", "whose", "when", "where", "why", "how", "many", "much", "is", "are",
+                   "was", "were", "does", "do", "did", "the", "a", "an", "of", "on", "in", "to", "for", "and", "or",
+                   "it", "its", "that", "this", "page", "have", "has", "by", "with", "from"}
+
+
+def scripted_query(question: str, max_words: int = 10) -> str:
+    """A search query read off the question: its quoted names (“…”) if any, else its first content words."""
+    quoted = _QUOTED.findall(question)
+    if quoted:
+        return " ".join(quoted)
+    words = [w for w in re.findall(r"[\w.+#-]+", question) if w.lower() not in _QUESTION_WORDS]
+    return " ".join(words[:max_words]) or question.strip()
+
+
+def cap_search_observation(text: str, max_results: int = 3, max_chars: int = 1200) -> str:
+    """The first `max_results` results of each query in a rendered search observation, at most `max_chars`."""
+    from wdlib.tools import RESULT_SEPARATOR
+
+    parts = []
+    for part in text.strip().split(RESULT_SEPARATOR):
+        cut = re.search(rf"\n\n{max_results + 1}\. \[", part)
+        if cut:  # the header says how many results follow
+            part = re.sub(r"found \d+ results:", f"found {max_results} results:", part[:cut.start()], count=1)
+        parts.append(part)
+    out = RESULT_SEPARATOR.join(parts)
+    if len(out) > max_chars:
+        out = out[:max_chars].rsplit("\n", 1)[0]
+    return out.rstrip() + "\n"
+
+
+def _assistant_turn(think: str, *, call: dict | None = None, answer: str | None = None) -> str:
+    action = (f"<tool_call>\n{json.dumps(call, ensure_ascii=False)}\n</tool_call>" if call is not None
+              else f"<answer>{answer}</answer>")
+    return f"<think>\n{think}\n</think>\n{action}"
+
+
+async def scripted_trajectory(qa: QAPair, toolbox: Any, *, visit: bool = False, max_results: int = 3,
+                              max_observation_chars: int = 1200, date: str | None = None) -> Trajectory:
+    """One short, well-formed WebDancer episode for `qa` (see `scripted_trajectories`)."""
+    from wdlib.agent import system_prompt, tool_response, user_prompt
+
+    messages = [{"role": "system", "content": system_prompt(date)},
+                {"role": "user", "content": user_prompt(qa.question)}]
+    calls = []
+
+    async def act(think: str, call: dict) -> str:
+        messages.append({"role": "assistant", "content": _assistant_turn(think, call=call)})
+        calls.append(call)
+        observation = await toolbox.call(call["name"], call["arguments"])
+        if call["name"] == "search":
+            observation = cap_search_observation(observation, max_results, max_observation_chars)
+        elif len(observation) > max_observation_chars:
+            observation = observation[:max_observation_chars].rsplit("\n", 1)[0].rstrip() + "\n"
+        messages.append({"role": "user", "content": tool_response(observation)})
+        return observation
+
+    query = scripted_query(qa.question)
+    # thoughts stay short: a rollout turn gets only dapo.max_new_tokens_per_turn tokens (64 in the smoke run)
+    observation = await act("I need to look this up. Let me search the web.",
+                            {"name": "search", "arguments": {"query": [query]}})
+    if visit:
+        urls = list(qa.evidence_urls) or [r["url"] for r in parse_search_results(observation) if r.get("url")]
+        if urls:
+            await act("The first result looks relevant. Let me read that page.",
+                      {"name": "visit", "arguments": {"url": [urls[0]], "goal": qa.question}})
+    messages.append({"role": "assistant", "content": _assistant_turn(
+        "I have found the answer.", answer=qa.answer)})
+    return Trajectory(question=qa.question, messages=messages, gold=qa.answer, prediction=qa.answer,
+                      turns=len(calls) + 1, tool_calls=calls, finish_reason="answer", model="scripted",
+                      source="scripted", qa_id=qa.id)
+
+
+async def scripted_trajectories(qa_pairs: Iterable[QAPair], toolbox: Any, *, visit: bool | float = 0.5,
+                                max_results: int = 3, max_observation_chars: int = 1200, date: str | None = None,
+                                seed: int = 0, concurrency: int = 8) -> list[Trajectory]:
+    """Scripted demonstrator: one short, well-formed episode per QA pair, written by a script, not a model.
+
+    Each episode uses the agent's exact prompts (`wdlib.agent.system_prompt` / `user_prompt`) and real tools:
+    turn 1 thinks briefly and calls `search` with a query read off the question (`scripted_query`); the real
+    observation (`toolbox.call`, capped to the first `max_results` results and `max_observation_chars`) comes back as
+    the agent's `<tool_response>` user turn; with probability `visit` (a bool: always/never) a second turn visits the
+    first evidence URL (or the top result) with the question as goal; the last turn answers the gold answer.
+    Every assistant turn passes `wdlib.agent.parse_turn` and `wdlib.rewards.check_format` accepts the episode.
+
+    Purpose: format demonstrations at the CPU smoke scale, where a 135M model cannot learn the ReAct format from a
+    handful of long real trajectories (it never emits a well-formed episode, every DAPO reward is 0 and dynamic
+    sampling drops every group). The answer is copied from the gold, not found by reasoning: this is NOT a
+    substitute for teacher trajectories (`sample_trajectories`) at scale.
+    """
+    rng = random.Random(seed)
+    qa_pairs = list(qa_pairs)
+    visits = [rng.random() < visit if not isinstance(visit, bool) else visit for _ in qa_pairs]
+    gate = asyncio.Semaphore(concurrency)
+
+    async def one(qa: QAPair, v: bool) -> Trajectory:
+        async with gate:
+            return await scripted_trajectory(qa, toolbox, visit=v, max_results=max_results,
+                                             max_observation_chars=max_observation_chars, date=date)
+
+    return list(await asyncio.gather(*(one(q, v) for q, v in zip(qa_pairs, visits))))
