@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from wdlib import agent, config, models, plots, sft
+from wdlib.demos import format_demos_path
 from wdlib.trajectory import Trajectory, append_jsonl, load_webdancer
 
 SAMPLES = config.REPO_ROOT.parent / "shared" / "data" / "webdancer-samples" / "sample_traj.jsonl"
@@ -34,6 +35,7 @@ def _cfg(tmp_path, **sft_overrides):
     data = config.load("params/ci.yaml").dump()
     data["run"].update(output_dir=str(tmp_path), name="t", device="cpu")
     data["wandb"]["mode"] = "disabled"
+    data["sft"]["max_external"] = None  # every released sample, unless a test asks for fewer
     data["sft"].update(sft_overrides)
     return config.from_dict(data)
 
@@ -157,6 +159,15 @@ def test_load_conversations_sources_and_no_data(tmp_path):
     assert convs[2][2:] == released.messages[2:]
     convs, _ = sft.load_conversations(_cfg(tmp_path, include_external=True, reprompt_external=False))
     assert convs[2] == released.messages
+    # format demonstrations are one more source; max_external takes a seeded subset of each external file
+    demo = Trajectory(question="d", messages=msgs[:3] + [
+        {"role": "user", "content": "<tool_response>\no\n</tool_response>"},
+        {"role": "assistant", "content": "<answer>a</answer>"}])
+    append_jsonl(format_demos_path(cfg), [demo])
+    convs, stats = sft.load_conversations(_cfg(tmp_path, include_external=True, max_external=3))
+    assert stats["sources"] == {"run": 2, "format_demos": 1, "external:sample_traj.jsonl": 3} and len(convs) == 6
+    again, _ = sft.load_conversations(_cfg(tmp_path, include_external=True, max_external=3))
+    assert again == convs
 
 
 def _short(conv):

@@ -282,37 +282,3 @@ def test_resume_after_a_kill_loses_nothing_finished(tmp_path):
                            text=True, timeout=300)
     assert "TOTAL 4" in again.stdout
     assert [t.to_dict() for t in load_trajectories(path)] == [t.to_dict() for t in after]  # nothing re-run
-
-
-# ------------------------------------------------------------------ scripted format demonstrations
-def test_scripted_episodes_are_in_format_and_observe_the_real_tools(toolbox):
-    from wdlib.agent import parse_turn, system_prompt, tool_response, user_prompt
-    from wdlib.rewards import check_format
-
-    qa = [QAPair(question="What does the “os.getcwd” function of the Python standard library return?",
-                 answer="the current working directory", source="test"),
-          QAPair(question="Which module of the Python standard library provides JSON encoding and decoding?",
-                 answer="json", source="test", evidence_urls=["https://docs.python.org/3/library/json.html"])]
-    trajs = asyncio.run(syn.scripted_trajectories(qa, toolbox, visit=True, max_results=2, max_observation_chars=900,
-                                                  date="2025-01-01"))
-    assert len(trajs) == 2
-    for q, t in zip(qa, trajs):
-        assert check_format(t.messages) is None
-        assert t.messages[0] == {"role": "system", "content": system_prompt("2025-01-01")}
-        assert t.messages[1] == {"role": "user", "content": user_prompt(q.question)}
-        turns = [parse_turn(m["content"]) for m in t.messages if m["role"] == "assistant"]
-        assert all(turn.ok for turn in turns) and turns[-1].answer == q.answer == t.prediction
-        assert [c.tool_call.name for c in turns[:-1]] == ["search", "visit"] == [c["name"] for c in t.tool_calls]
-        observations = [m["content"] for m in t.messages[2:] if m["role"] == "user"]
-        assert len(observations) == 2 and all(len(o) <= 900 + 40 for o in observations)
-        # the observations are the real tools' answers (capped), wrapped exactly as the agent wraps them
-        search = asyncio.run(toolbox.call("search", t.tool_calls[0]["arguments"]))
-        assert observations[0] == tool_response(syn.cap_search_observation(search, 2, 900))
-        assert "2. [" in observations[0] and "3. [" not in observations[0] and "3. [" in search
-        assert "found 2 results" in observations[0]
-        visit = asyncio.run(toolbox.call("visit", t.tool_calls[1]["arguments"]))
-        assert observations[1].removeprefix("<tool_response>\n")[:200] == visit[:200]
-    assert trajs[1].tool_calls[1]["arguments"]["url"] == qa[1].evidence_urls  # evidence first
-    assert trajs[0].tool_calls[0]["arguments"]["query"] == ["os.getcwd"]  # the quoted name is the query
-    no_visit = asyncio.run(syn.scripted_trajectories(qa[:1], toolbox, visit=False))
-    assert [c["name"] for c in no_visit[0].tool_calls] == ["search"] and check_format(no_visit[0].messages) is None

@@ -128,6 +128,15 @@ class SynthesisConfig(Section):
     eval_fraction: float = Field(0.1, ge=0, lt=1)  # held out as the local-web evaluation set
 
 
+class FormatDemosConfig(Section):
+    # Scripted search → [visit] → gold-answer episodes over template CrawlQA, one more SFT source (`wdlib.demos`).
+    # For CPU smoke runs only: a 135M model cannot learn the format from a few long real trajectories. 0 at scale.
+    num: int = Field(0, ge=0)
+    visit: float = Field(0.3, ge=0, le=1)  # share of episodes that also visit a page
+    max_results: int = Field(3, gt=0)  # search results kept per query in the observation
+    max_observation_chars: int = Field(1200, gt=0)
+
+
 class TrajectoriesConfig(Section):
     samples_per_question: int = Field(5, gt=0)  # rejection sampling: stop at the first that passes the filters
     max_turns: int = Field(12, gt=0)
@@ -138,6 +147,7 @@ class TrajectoriesConfig(Section):
     cot: Literal["short", "long"] = "short"
     max_questions: int | None = None
     external: list[str] = Field(default_factory=lambda: ["../shared/data/webdancer-samples/sample_traj.jsonl"])
+    format_demos: FormatDemosConfig = Field(default_factory=FormatDemosConfig)
 
 
 class FiltersConfig(Section):
@@ -193,6 +203,7 @@ class SFTConfig(Section):
     # give imported trajectories our agent's system/user prompts (same tools), i.e. the prompt the policy is run with
     reprompt_external: bool = True
     max_examples: int | None = Field(None, gt=0)  # a seeded random subset after fitting (CPU smoke runs)
+    max_external: int | None = Field(None, gt=0)  # a seeded random subset of each external file (CPU smoke runs)
 
 
 class DAPOConfig(Section):

@@ -1,7 +1,8 @@
 """SFT: fine-tune the policy on agent trajectories, with tool responses (observations) masked from the loss.
 
 Data path, top to bottom:
-  trajectories (ours: `<run_dir>/sft_data.jsonl`; WebDancer's released samples when `sft.include_external`)
+  trajectories (ours: `<run_dir>/sft_data.jsonl`; scripted format demonstrations `<run_dir>/format_demos.jsonl` when
+  notebook 01 wrote them (CPU smoke scale, `wdlib.demos`); WebDancer's released samples when `sft.include_external`)
   → ChatML conversations (tool responses are *user* turns `<tool_response>…</tool_response>`)
   → `encode()`: the chat template TRL trains with (its Qwen2.5 training template, with `{% generation %}` markers)
     renders and tokenizes each conversation and returns the assistant mask (1 = trained: every assistant token
@@ -24,6 +25,7 @@ import copy
 import html
 import json
 import os
+import random
 import re
 from collections import Counter
 from dataclasses import dataclass, field
@@ -32,6 +34,7 @@ from typing import Any
 
 from . import models, tracking
 from .config import Config, load as load_config
+from .demos import format_demos_path
 from .trajectory import Trajectory, load_trajectories, load_webdancer
 
 TRUNCATION_MARK = "\n[... observation truncated to fit the training length]"
@@ -124,13 +127,20 @@ def load_conversations(cfg: Config) -> tuple[list[list[dict[str, str]]], dict[st
     else:
         stats["messages"].append(f"no trajectories of this run yet ({ours} missing: run notebook 01 first)")
         stats["sources"]["run"] = 0
+    demos = format_demos_path(cfg)
+    if demos.is_file():  # scripted format demonstrations (CPU smoke scale, `trajectories.format_demos`)
+        add(load_trajectories(demos), "format_demos")
     if cfg.sft.include_external:
+        rng = random.Random(cfg.run.seed)
         for p in cfg.trajectories.external:
             path = cfg.resolve_path(p)
-            if path.is_file():
-                add(load_webdancer(path), f"external:{path.name}", cfg.sft.reprompt_external)
-            else:
+            if not path.is_file():
                 stats["messages"].append(f"external trajectories not found: {path}")
+                continue
+            trajs = load_webdancer(path)
+            if cfg.sft.max_external is not None and len(trajs) > cfg.sft.max_external:
+                trajs = rng.sample(trajs, cfg.sft.max_external)
+            add(trajs, f"external:{path.name}", cfg.sft.reprompt_external)
     if not conversations:
         where = [str(ours)] + ([str(cfg.resolve_path(p)) for p in cfg.trajectories.external]
                                if cfg.sft.include_external else [])

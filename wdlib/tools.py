@@ -553,7 +553,7 @@ class Toolbox:
                     if r.status_code != 200:
                         return FetchedPage(url=url, status=r.status_code, content_type=content_type,
                                            error=f"HTTP {r.status_code} for {url}")
-                    if not content_type.split(";")[0].strip().lower() in _TEXT_TYPES:
+                    if content_type.split(";")[0].strip().lower() not in _TEXT_TYPES:
                         return FetchedPage(url=url, status=r.status_code, content_type=content_type,
                                            error=f"unsupported content type {content_type or 'unknown'!r} "
                                                  f"(only HTML and plain text pages can be read)")

@@ -1,17 +1,17 @@
 """Learning signal on CPU: N DAPO steps from a smoke-scale SFT checkpoint raise the mean reward (format part at least).
 
-Default mode (scripted SFT, what issue 7 reports): the smoke SFT checkpoint (4 long WebDancer samples) never emits a
-well-formed episode, so every reward is 0 and dynamic sampling drops every group. So this bench first makes a policy
-that is *sometimes* in format:
+A 135M model SFT-ed on a few long WebDancer samples alone never emits a well-formed episode: every reward is 0 and
+dynamic sampling drops every group. So the policy DAPO starts from must be *sometimes* in format. Default mode:
   1. crawls a little of the local web and writes ~44 template CrawlQA pairs (`wdlib.synthesis.template_qa`);
-  2. writes one short scripted demonstration per pair with the real tools (`wdlib.synthesis.scripted_trajectories`),
+  2. writes one short scripted demonstration per pair with the real tools (`wdlib.demos.scripted_trajectories`),
      except for the --questions pairs DAPO trains and is measured on (held out from SFT);
   3. SFTs the tiny model on them in-process (`wdlib.sft.train`, short max_length);
 then rolls out a fixed set of questions (same sampling: DAPO temperature, fixed seed) with the SFT model, runs N DAPO
 steps (`wdlib.dapo.train`, params/smoke.yaml's dapo section, run folder under /tmp), rolls out again, and prints the
-format / answer / total reward means before and after, plus the per-step training curve. `--init PATH` skips 1-3 and
-starts from PATH instead (e.g. the smoke SFT checkpoint). A 135M model rarely answers right: the format part is the one
-expected to move.
+format / answer / total reward means before and after, plus the per-step training curve.
+`--init PATH` skips 1-3 and starts from PATH: `--init outputs/smoke/checkpoints/sft` is the smoke run's SFT
+checkpoint (trained on the same kind of demonstrations, `trajectories.format_demos`, plus 4 WebDancer samples).
+A 135M model rarely answers right: the format part is the one expected to move.
 
     .venv/bin/python tests/bench/bench_dapo_learning.py --steps 8 [--sft-steps 16] [--init PATH] [--lr 2e-5]
 """
@@ -64,22 +64,22 @@ def local_qa(cfg, n: int, max_pages: int, seed: int):
 
 def scripted_sft(cfg, qa, steps: int, lr: float, max_length: int, visit: float) -> str:
     """Scripted demonstrations of `qa` → in-process SFT of models.policy; returns the checkpoint path."""
-    from wdlib import sft, synthesis
+    from wdlib import demos, sft
     from wdlib.rewards import check_format
 
     with Toolbox.from_config(cfg) as toolbox:
-        demos = run_sync(synthesis.scripted_trajectories(qa, toolbox, visit=visit, seed=cfg.run.seed))
-    bad = [check_format(t.messages) for t in demos if check_format(t.messages)]
+        episodes = run_sync(demos.scripted_trajectories(qa, toolbox, visit=visit, seed=cfg.run.seed))
+    bad = [check_format(t.messages) for t in episodes if check_format(t.messages)]
     assert not bad, bad[:3]
-    write_jsonl(cfg.run_dir / "scripted_demos.jsonl", demos)
+    write_jsonl(cfg.run_dir / "scripted_demos.jsonl", episodes)
     s = cfg.sft
     s.init, s.include_external, s.max_examples, s.resume = None, False, None, False
     s.max_steps, s.learning_rate, s.max_length, s.save_steps, s.warmup_ratio = steps, lr, max_length, 10 ** 6, 0.0
-    conversations = [sft.to_conversation(t) for t in demos]
+    conversations = [sft.to_conversation(t) for t in episodes]
     start = time.perf_counter()
     result = sft.train(cfg, conversations)
     losses = [h["loss"] for h in result.log_history if "loss" in h]
-    print(f"SFT: {sum(len(t.tool_calls) for t in demos)} tool calls in {len(demos)} scripted demos; "
+    print(f"SFT: {sum(len(t.tool_calls) for t in episodes)} tool calls in {len(episodes)} scripted demos; "
           f"{sft.format_stats(result.data)}")
     print(f"SFT: {steps} steps in {time.perf_counter() - start:.0f} s; loss {losses[0]:.3f} -> "
           f"{statistics.mean(losses[-5:]):.3f} (mean of last 5)")
