@@ -277,7 +277,7 @@ def test_serpapi_backend_renders_recorded_json_like_webdancer(local_web_cfg, ser
         check_search_shape(obs, [recorded["query"]])
         path, params = handler.seen[0]
         assert path == "/search" and params["engine"] == "google" and params["q"] == recorded["query"]
-        assert params["num"] == str(cfg.web.top_k)
+        assert params["num"] == str(backend.top_k) == "10"  # the backend asks for as many results as it renders
 
         again = run(tb.search([recorded["query"]]))  # from the disk cache: no request
         assert again == obs and len(handler.seen) == 1 and backend.requests == 1
