@@ -106,6 +106,22 @@ def test_visit_returns_evidence_with_the_phrase(toolbox):
     assert m["summary"].strip() and m["summary"] != tools.NO_CONTENT_SUMMARY
 
 
+def test_concurrent_visits_of_one_page_parse_it_once(toolbox, monkeypatch):
+    url = "https://docs.python.org/3/library/shutil.html"
+    parses = []
+    monkeypatch.setattr(tools, "extract_text", lambda *a, **k: parses.append(a[1]) or extract_text(*a, **k))
+    toolbox._parsed.pop(url, None)
+
+    async def group():  # what a DAPO group does: every rollout visits the same page at once
+        return await asyncio.gather(*(toolbox.visit(url, goal) for goal in ("copy a file", "move a tree") * 3))
+
+    observations = run(group())
+    assert parses == [url]  # one parse, shared by the six visits
+    assert all("copy" in o.lower() for o in observations) and not toolbox._parsing
+    run(toolbox.visit(url, "copy a file"))
+    assert parses == [url]  # and remembered afterwards
+
+
 def test_visit_unknown_url_and_404_are_observations(toolbox):
     unknown = "https://www.example.com/some/page"
     missing = "https://docs.python.org/3/library/no-such-module.html"

@@ -383,6 +383,7 @@ class Toolbox:
         self._backend = search_backend
         self._ssl = None
         self._parsed: dict[str, tuple[str, list[str], str]] = {}  # local mode: url → (text, links, html)
+        self._parsing: dict[tuple[int, str], asyncio.Future] = {}  # local mode: parses in flight, per event loop
         self.stats = {"search": 0, "visit": 0, "fetch": 0, "errors": 0, "summarizer_fallbacks": 0}
 
     @classmethod
@@ -595,14 +596,20 @@ class Toolbox:
             return text, links, body
 
         # Local pages never change: remember their parse (trafilatura takes ~1 s on the largest doc pages, and
-        # rollouts visit the same pages again and again).
-        cached = self._parsed.get(url) if self.cfg.mode == "local" else None
-        if cached is None:
+        # rollouts visit the same pages again and again), and parse a page once even when a group's rollouts visit
+        # it at the same moment (they then share the one parse in flight instead of each parsing it on a thread).
+        if self.cfg.mode != "local":
             cached = await asyncio.to_thread(parse)
-            if self.cfg.mode == "local":
-                self._parsed[url] = cached
-                while len(self._parsed) > 256:
-                    self._parsed.pop(next(iter(self._parsed)))
+        elif (cached := self._parsed.get(url)) is None:
+            key = (id(asyncio.get_running_loop()), url)
+            pending = self._parsing.get(key)
+            if pending is None:
+                pending = self._parsing[key] = asyncio.ensure_future(asyncio.to_thread(parse))
+                pending.add_done_callback(lambda _: self._parsing.pop(key, None))
+            cached = await asyncio.shield(pending)
+            self._parsed[url] = cached
+            while len(self._parsed) > 256:
+                self._parsed.pop(next(iter(self._parsed)))
         text, links, body = cached
         if self.web is not None and self.cfg.mode == "local":
             links = list(dict.fromkeys((p.url if (p := self.web.lookup(u)) else u) for u in links))

@@ -32,6 +32,7 @@ import torch
 
 from wdlib import config, models
 from wdlib.dapo import build_trainer, load_questions, prompt_dataset, prompt_messages
+from wdlib.trajectory import load_qa
 from wdlib.llm import TransformersClient
 from wdlib.tools import Toolbox
 
@@ -229,7 +230,11 @@ def main() -> None:
     from wdlib.dapo import init_model_path
 
     model_path = args.model or init_model_path(cfg)
-    qa = load_questions(cfg)[: args.prompts]
+    qa = load_questions(cfg)
+    held_out = cfg.run_dir / "qa_eval.jsonl"
+    if len(qa) < args.prompts and held_out.is_file():  # a smoke run has 6 training questions: top up
+        qa += load_qa(held_out)
+    qa = qa[: args.prompts]
     prompts = [prompt_messages(q.question) for q in qa for _ in range(args.generations)]
     print(f"policy {args.policy}" + (f" ({args.script}, {args.gen_s} s per batched generate)"
                                       if args.policy == "scripted" else "")
