@@ -4,6 +4,7 @@ GRPOTrainer, a malformed tool call mid-rollout, and one real DAPO step with the 
 from __future__ import annotations
 
 import asyncio
+import json
 import math
 
 import pytest
@@ -308,7 +309,9 @@ def test_real_dapo_step_and_resume_on_cpu(smoke_cfg):
     d.mask_truncated_completions = False  # 16-token turns rarely finish: keep them in the loss for this check
     d.overlong_max_model_tokens, d.overlong_buffer = 34, 30  # rewards then differ with length: something to learn
     cfg.run_dir.mkdir(parents=True, exist_ok=True)
-    write_jsonl(cfg.run_dir / "qa.jsonl", [QAPair(question="What does the sqlite3 module provide?", answer="DB-API")])
+    # two questions, one per step: max_steps 1 ends mid-epoch, where a resumed Trainer would take one more step
+    write_jsonl(cfg.run_dir / "qa.jsonl", [QAPair(question="What does the sqlite3 module provide?", answer="DB-API"),
+                                           QAPair(question="Which module parses JSON?", answer="json")])
     initial = {k: v.clone() for k, v in models.load_model(MODEL, device="cpu").state_dict().items()}
 
     first = train(cfg)
@@ -325,6 +328,7 @@ def test_real_dapo_step_and_resume_on_cpu(smoke_cfg):
     moved = any(not torch.equal(initial[k], trained[k]) for k in initial)
     assert moved == (logs["dapo/kept_groups"] > 0)  # an informative group moves the weights; none leaves them
 
-    second = train(cfg)  # max_steps already reached: resumes from checkpoint-1 and stops there
-    assert second["resumed_from"] and second["resumed_from"].endswith("checkpoint-1")
+    second = train(cfg)  # max_steps already reached: nothing trained, the saved summary comes back
     assert second["global_step"] == 1 and (trainer_output_dir(cfg) / "checkpoint-1").is_dir()
+    assert second["log_history"] == json.loads(json.dumps(first["log_history"], default=str))
+    assert not (trainer_output_dir(cfg) / "checkpoint-2").exists()

@@ -206,18 +206,21 @@ def test_trainer_labels_are_loss_mask(tmp_path, tok, conversations):
 
 def test_tiny_training_run_saves_resumes_reloads_generates(tmp_path, tok, conversations):
     torch.set_num_threads(2)
+    # 3 examples, 2 steps: the run ends mid-epoch, where a resumed Trainer would take one more step
     cfg = _cfg(tmp_path, max_length=320, max_steps=2, save_steps=2, per_device_train_batch_size=1,
-               gradient_accumulation_steps=1, learning_rate=1e-4, max_examples=2)
+               gradient_accumulation_steps=1, learning_rate=1e-4, max_examples=3)
     convs = [_short(c) for c in conversations[:4]]
     result = sft.train(cfg, conversations=convs)
     final = sft.checkpoint_path(cfg)
     assert result.checkpoint == final and (final / "config.json").is_file()
-    assert result.data["examples_used"] == 2 and result.data["conversations"] == 4
+    assert result.data["examples_used"] == 3 and result.data["conversations"] == 4
     losses = [h["loss"] for h in result.log_history if "loss" in h]
     assert len(losses) == 2 and all(l == l and l > 0 for l in losses)  # finite, real losses
     stats = json.loads(sft.stats_path(cfg).read_text())
     assert stats["data"]["examples"] >= 2 and stats["resumed_from"] is None
     assert sft.load_result(cfg).log_history == result.log_history
+    again = sft.train(cfg, conversations=convs)  # finished: nothing more is trained
+    assert again.log_history == result.log_history and not (sft.trainer_output_dir(cfg) / "checkpoint-3").exists()
 
     # resume: a longer run continues from checkpoint-2 instead of starting over
     cfg.sft.max_steps = 3

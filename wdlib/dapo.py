@@ -592,15 +592,20 @@ def train(cfg: Config, resume: bool = True) -> dict[str, Any]:
 
     from transformers.trainer_utils import get_last_checkpoint
 
+    from wdlib.launch import reached_max_steps
     from wdlib.tools import Toolbox
     from wdlib.tracking import init_wandb
 
     torch.manual_seed(cfg.run.seed)
     work_dir, out_dir = trainer_output_dir(cfg), checkpoint_dir(cfg)
     work_dir.mkdir(parents=True, exist_ok=True)
+    last = get_last_checkpoint(str(work_dir)) if resume else None
+    if reached_max_steps(last, cfg.dapo.max_steps) and summary_path(cfg).is_file():
+        print(f"[dapo] {last} already reached dapo.max_steps={cfg.dapo.max_steps}: nothing to train (raise "
+              f"dapo.max_steps to continue, or delete {work_dir} to start over)")
+        return load_result(cfg)
     main_process = int(os.environ.get("RANK", "0")) == 0
     wandb_run = init_wandb(cfg, "dapo") if cfg.wandb.mode != "disabled" and main_process else None
-    last = get_last_checkpoint(str(work_dir)) if resume else None
     try:
         with Toolbox.from_config(cfg) as toolbox:
             trainer = build_trainer(cfg, toolbox, judge_client=_judge_client(cfg), output_dir=work_dir)

@@ -1,4 +1,8 @@
-"""Multi-process training: re-launch a stage module (`wdlib.sft`, `wdlib.dapo`) under `accelerate launch`.
+"""How a training stage (`wdlib.sft`, `wdlib.dapo`) runs: the finished-run check, and `accelerate launch`.
+
+`reached_max_steps`: transformers' Trainer, resumed from a checkpoint that already reached `max_steps` in the middle
+of an epoch, takes one more optimizer step before it checks; so a stage whose last checkpoint is finished does not
+call `train()` again but returns the result it saved.
 
 A stage runs in-process when its section has `num_processes: 1`; otherwise the notebook calls `launch(cfg, stage)`,
 which writes the exact config it was given (papermill overrides included) next to the run and starts
@@ -8,6 +12,7 @@ The stage module's `main()` reads that file back, so every rank trains on the sa
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -16,6 +21,14 @@ from pathlib import Path
 import yaml
 
 from .config import Config
+
+
+def reached_max_steps(checkpoint: str | os.PathLike | None, max_steps: int) -> bool:
+    """True when `checkpoint` (a `checkpoint-N` folder) has already trained `max_steps` (> 0) optimizer steps."""
+    if not checkpoint or max_steps <= 0:
+        return False
+    state = Path(checkpoint) / "trainer_state.json"
+    return state.is_file() and json.loads(state.read_text()).get("global_step", 0) >= max_steps
 
 
 def accelerate_command(cfg: Config, stage: str, params_file: str | os.PathLike) -> list[str]:

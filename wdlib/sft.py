@@ -453,6 +453,14 @@ def train(cfg: Config, conversations: list[list[dict[str, str]]] | None = None) 
     """The whole stage in this process: data → trainer → train (resuming) → final checkpoint + stats."""
     from transformers import set_seed
 
+    from .launch import reached_max_steps
+
+    resume = last_checkpoint(cfg) if cfg.sft.resume else None
+    if (reached_max_steps(resume, cfg.sft.max_steps) and stats_path(cfg).is_file()
+            and (checkpoint_path(cfg) / "trainer_state.json").is_file()):
+        print(f"[sft] {resume} already reached sft.max_steps={cfg.sft.max_steps}: nothing to train (raise "
+              f"sft.max_steps to continue, or delete {trainer_output_dir(cfg)} to start over)")
+        return load_result(cfg)
     prepare_backend(cfg)
     set_seed(cfg.run.seed)
     device = models.pick_device(cfg.run.device)
@@ -471,7 +479,6 @@ def train(cfg: Config, conversations: list[list[dict[str, str]]] | None = None) 
     main_process = int(os.environ.get("RANK", "0")) == 0
     wandb_run = tracking.init_wandb(cfg, "sft") if cfg.wandb.mode != "disabled" and main_process else None
     trainer = make_trainer(cfg, dataset, model, tokenizer, peft_config, device)
-    resume = last_checkpoint(cfg) if cfg.sft.resume else None
     if resume:
         print(f"resuming SFT from {resume}")
     out = trainer.train(resume_from_checkpoint=resume)
