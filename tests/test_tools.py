@@ -122,6 +122,30 @@ def test_concurrent_visits_of_one_page_parse_it_once(toolbox, monkeypatch):
     assert parses == [url]  # and remembered afterwards
 
 
+def test_extractions_on_worker_threads_run_one_at_a_time(monkeypatch):
+    """trafilatura shares lxml XPath objects between calls: two at once on two threads corrupted the heap."""
+    import concurrent.futures
+
+    import trafilatura
+
+    real, active, peak = trafilatura.extract, [0], [0]
+
+    def watched(*args, **kwargs):
+        active[0] += 1
+        peak[0] = max(peak[0], active[0])
+        time.sleep(0.02)  # long enough for the other threads to arrive
+        try:
+            return real(*args, **kwargs)
+        finally:
+            active[0] -= 1
+
+    monkeypatch.setattr(trafilatura, "extract", watched)
+    page = "<html><body><article>" + "<p>Some sentence about extraction and threads.</p>" * 20 + "</article></body></html>"
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        texts = list(pool.map(lambda _: extract_text(page, "https://example.org/"), range(16)))
+    assert peak[0] == 1 and all("extraction and threads" in t for t in texts)
+
+
 def test_visit_unknown_url_and_404_are_observations(toolbox):
     unknown = "https://www.example.com/some/page"
     missing = "https://docs.python.org/3/library/no-such-module.html"

@@ -26,6 +26,7 @@ import json
 import os
 import re
 import ssl
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -192,6 +193,13 @@ _TEXT_TYPES = ("text/html", "application/xhtml+xml", "text/plain")
 _UA = "Mozilla/5.0 (compatible; wdlib-webdancer/0.1; research agent)"
 
 
+# trafilatura and newspaper3k are not thread-safe: they evaluate module-level lxml XPath objects, which lxml
+# documents as unsafe to share between threads. Pages are parsed on worker threads (asyncio.to_thread), and two
+# extractions at once corrupted the heap (seen here: "double free or corruption", about 1 run in 10 of a 60-page
+# crawl). One extraction at a time; they hold the GIL for most of their work anyway.
+_EXTRACT_LOCK = threading.Lock()
+
+
 def extract_text(html: str, url: str | None = None, extractor: str = "trafilatura") -> str:
     """Main text of a page with trafilatura or newspaper3k; the plain visible text when the extractor finds none."""
     text = ""
@@ -199,14 +207,16 @@ def extract_text(html: str, url: str | None = None, extractor: str = "trafilatur
         if extractor == "trafilatura":
             import trafilatura
 
-            text = trafilatura.extract(html, url=url, include_comments=False, include_tables=True,
-                                       favor_recall=True) or ""
+            with _EXTRACT_LOCK:
+                text = trafilatura.extract(html, url=url, include_comments=False, include_tables=True,
+                                           favor_recall=True) or ""
         elif extractor == "newspaper":
             from newspaper import Article
 
             article = Article(url or "http://localhost/", language="en", fetch_images=False, memoize_articles=False)
-            article.download(input_html=html)
-            article.parse()
+            with _EXTRACT_LOCK:
+                article.download(input_html=html)
+                article.parse()
             text = article.text or ""
         else:
             raise ValueError(f"unknown extractor {extractor!r}; use 'trafilatura' or 'newspaper'")
