@@ -592,7 +592,7 @@ def train(cfg: Config, resume: bool = True) -> dict[str, Any]:
 
     from transformers.trainer_utils import get_last_checkpoint
 
-    from wdlib.launch import reached_max_steps
+    from wdlib.launch import finished
     from wdlib.tools import Toolbox
     from wdlib.tracking import init_wandb
 
@@ -600,9 +600,7 @@ def train(cfg: Config, resume: bool = True) -> dict[str, Any]:
     work_dir, out_dir = trainer_output_dir(cfg), checkpoint_dir(cfg)
     work_dir.mkdir(parents=True, exist_ok=True)
     last = get_last_checkpoint(str(work_dir)) if resume else None
-    if reached_max_steps(last, cfg.dapo.max_steps) and summary_path(cfg).is_file():
-        print(f"[dapo] {last} already reached dapo.max_steps={cfg.dapo.max_steps}: nothing to train (raise "
-              f"dapo.max_steps to continue, or delete {work_dir} to start over)")
+    if finished("dapo", last, cfg.dapo.max_steps, summary_path(cfg)):
         return load_result(cfg)
     main_process = int(os.environ.get("RANK", "0")) == 0
     wandb_run = init_wandb(cfg, "dapo") if cfg.wandb.mode != "disabled" and main_process else None

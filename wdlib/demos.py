@@ -21,7 +21,9 @@ import re
 from pathlib import Path
 from typing import Any, Iterable
 
+from wdlib.agent import system_prompt, tool_response, user_prompt
 from wdlib.synthesis import Page, parse_search_results, template_qa
+from wdlib.tools import RESULT_SEPARATOR
 from wdlib.trajectory import QAPair, Trajectory, load_trajectories, write_jsonl
 
 _QUOTED = re.compile(r"[“\"]([^”\"]{2,80})[”\"]")
@@ -39,20 +41,22 @@ def scripted_query(question: str, max_words: int = 10) -> str:
     return " ".join(words[:max_words]) or question.strip()
 
 
+def cap_chars(text: str, max_chars: int) -> str:
+    """`text` if it fits in `max_chars`, else cut at the last line end before it (ending in one newline)."""
+    if len(text) <= max_chars:
+        return text
+    return text[:max_chars].rsplit("\n", 1)[0].rstrip() + "\n"
+
+
 def cap_search_observation(text: str, max_results: int = 3, max_chars: int = 1200) -> str:
     """The first `max_results` results of each query in a rendered search observation, at most `max_chars`."""
-    from wdlib.tools import RESULT_SEPARATOR
-
     parts = []
     for part in text.strip().split(RESULT_SEPARATOR):
         cut = re.search(rf"\n\n{max_results + 1}\. \[", part)
         if cut:  # the header says how many results follow
             part = re.sub(r"found \d+ results:", f"found {max_results} results:", part[:cut.start()], count=1)
         parts.append(part)
-    out = RESULT_SEPARATOR.join(parts)
-    if len(out) > max_chars:
-        out = out[:max_chars].rsplit("\n", 1)[0]
-    return out.rstrip() + "\n"
+    return cap_chars(RESULT_SEPARATOR.join(parts), max_chars).rstrip() + "\n"
 
 
 def _assistant_turn(think: str, *, call: dict | None = None, answer: str | None = None) -> str:
@@ -64,8 +68,6 @@ def _assistant_turn(think: str, *, call: dict | None = None, answer: str | None 
 async def scripted_trajectory(qa: QAPair, toolbox: Any, *, visit: bool = False, max_results: int = 3,
                               max_observation_chars: int = 1200, date: str | None = None) -> Trajectory:
     """One short, well-formed WebDancer episode for `qa` (see `scripted_trajectories`)."""
-    from wdlib.agent import system_prompt, tool_response, user_prompt
-
     messages = [{"role": "system", "content": system_prompt(date)},
                 {"role": "user", "content": user_prompt(qa.question)}]
     calls = []
@@ -74,10 +76,8 @@ async def scripted_trajectory(qa: QAPair, toolbox: Any, *, visit: bool = False, 
         messages.append({"role": "assistant", "content": _assistant_turn(think, call=call)})
         calls.append(call)
         observation = await toolbox.call(call["name"], call["arguments"])
-        if call["name"] == "search":
-            observation = cap_search_observation(observation, max_results, max_observation_chars)
-        elif len(observation) > max_observation_chars:
-            observation = observation[:max_observation_chars].rsplit("\n", 1)[0].rstrip() + "\n"
+        observation = (cap_search_observation(observation, max_results, max_observation_chars)
+                       if call["name"] == "search" else cap_chars(observation, max_observation_chars))
         messages.append({"role": "user", "content": tool_response(observation)})
         return observation
 
@@ -113,7 +113,7 @@ async def scripted_trajectories(qa_pairs: Iterable[QAPair], toolbox: Any, *, vis
     """
     rng = random.Random(seed)
     qa_pairs = list(qa_pairs)
-    visits = [rng.random() < visit if not isinstance(visit, bool) else visit for _ in qa_pairs]
+    visits = [rng.random() < visit for _ in qa_pairs]  # True/False compare as 1.0/0.0: always/never
     gate = asyncio.Semaphore(concurrency)
 
     async def one(qa: QAPair, v: bool) -> Trajectory:

@@ -1,6 +1,6 @@
 """How a training stage (`wdlib.sft`, `wdlib.dapo`) runs: the finished-run check, and `accelerate launch`.
 
-`reached_max_steps`: transformers' Trainer, resumed from a checkpoint that already reached `max_steps` in the middle
+`finished`: transformers' Trainer, resumed from a checkpoint that already reached `max_steps` in the middle
 of an epoch, takes one more optimizer step before it checks; so a stage whose last checkpoint is finished does not
 call `train()` again but returns the result it saved.
 
@@ -23,12 +23,17 @@ import yaml
 from .config import Config
 
 
-def reached_max_steps(checkpoint: str | os.PathLike | None, max_steps: int) -> bool:
-    """True when `checkpoint` (a `checkpoint-N` folder) has already trained `max_steps` (> 0) optimizer steps."""
-    if not checkpoint or max_steps <= 0:
+def finished(stage: str, checkpoint: str | os.PathLike | None, max_steps: int, *results: Path) -> bool:
+    """True (and says so) when `checkpoint` (a `checkpoint-N` folder) has already trained `max_steps` (> 0) optimizer
+    steps and the stage's saved `results` exist: the stage then returns them instead of training again."""
+    if not checkpoint or max_steps <= 0 or not all(Path(r).is_file() for r in results):
         return False
     state = Path(checkpoint) / "trainer_state.json"
-    return state.is_file() and json.loads(state.read_text()).get("global_step", 0) >= max_steps
+    if not (state.is_file() and json.loads(state.read_text()).get("global_step", 0) >= max_steps):
+        return False
+    print(f"[{stage}] {checkpoint} already reached {stage}.max_steps={max_steps}: nothing to train (raise "
+          f"{stage}.max_steps to continue, or delete {Path(checkpoint).parent} to start over)")
+    return True
 
 
 def accelerate_command(cfg: Config, stage: str, params_file: str | os.PathLike) -> list[str]:

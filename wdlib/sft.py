@@ -453,13 +453,10 @@ def train(cfg: Config, conversations: list[list[dict[str, str]]] | None = None) 
     """The whole stage in this process: data → trainer → train (resuming) → final checkpoint + stats."""
     from transformers import set_seed
 
-    from .launch import reached_max_steps
+    from .launch import finished
 
     resume = last_checkpoint(cfg) if cfg.sft.resume else None
-    if (reached_max_steps(resume, cfg.sft.max_steps) and stats_path(cfg).is_file()
-            and (checkpoint_path(cfg) / "trainer_state.json").is_file()):
-        print(f"[sft] {resume} already reached sft.max_steps={cfg.sft.max_steps}: nothing to train (raise "
-              f"sft.max_steps to continue, or delete {trainer_output_dir(cfg)} to start over)")
+    if finished("sft", resume, cfg.sft.max_steps, stats_path(cfg), checkpoint_path(cfg) / "trainer_state.json"):
         return load_result(cfg)
     prepare_backend(cfg)
     set_seed(cfg.run.seed)

@@ -69,7 +69,7 @@ def scripted_sft(cfg, qa, steps: int, lr: float, max_length: int, visit: float) 
 
     with Toolbox.from_config(cfg) as toolbox:
         episodes = run_sync(demos.scripted_trajectories(qa, toolbox, visit=visit, seed=cfg.run.seed))
-    bad = [check_format(t.messages) for t in episodes if check_format(t.messages)]
+    bad = [problem for t in episodes if (problem := check_format(t.messages))]
     assert not bad, bad[:3]
     write_jsonl(cfg.run_dir / "scripted_demos.jsonl", episodes)
     s = cfg.sft
