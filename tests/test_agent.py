@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from wdlib.agent import Turn, error_observation, parse_turn
+from wdlib.react import Turn, error_observation, parse_turn
 from wdlib.trajectory import load_webdancer, read_jsonl
 
 SAMPLES = Path(__file__).resolve().parents[2] / "shared" / "data" / "webdancer-samples" / "sample_traj.jsonl"
@@ -174,8 +174,7 @@ def test_parse_never_raises_on_garbage():
 
 # ------------------------------------------------------------------ prompts
 def test_prompts_follow_webdancer_shape():
-    from wdlib.agent import system_prompt, user_prompt
-    from wdlib.tools import TOOL_SCHEMAS
+    from wdlib.react import TOOL_SCHEMAS, system_prompt, user_prompt
     from wdlib.trajectory import Trajectory
 
     system = system_prompt("2025-01-02")
@@ -196,7 +195,8 @@ def test_prompts_follow_webdancer_shape():
 import asyncio  # noqa: E402
 
 from openai_loopback import LoopbackOpenAI, completion  # noqa: E402
-from wdlib.agent import FINAL_ANSWER_INSTRUCTION, run_agent, run_many, system_prompt, user_prompt  # noqa: E402
+from wdlib.agent import run_agent, run_many  # noqa: E402
+from wdlib.react import FINAL_ANSWER_INSTRUCTION, system_prompt, user_prompt  # noqa: E402
 from wdlib.llm import OpenAIClient  # noqa: E402
 
 SEARCH = '<think>Search first.</think>\n<tool_call>\n{"name": "search", "arguments": {"query": "dune author"}}\n</tool_call>'

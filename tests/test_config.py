@@ -22,6 +22,17 @@ def test_gpu_params_share_one_base_and_keep_paper_settings():
     assert config.load("params/7b.yaml").trajectories.cot == "short"
 
 
+def test_run_paths_name_every_file_of_the_run_folder_once():
+    paths = config.load("params/ci.yaml").paths
+    files = [v for v in vars(paths).values()] + [paths.checkpoint_dir(s) for s in ("sft", "dapo")] + \
+        [paths.trainer_dir(s) for s in ("sft", "dapo")] + [paths.summary_path(s) for s in ("sft", "dapo")] + \
+        [paths.launch_params(s) for s in ("sft", "dapo")] + [paths.eval_run("local", "base", 0)]
+    assert all(f == paths.root or paths.root in f.parents for f in files)
+    assert len(set(files)) == len(files)  # no two names for one file
+    assert paths.root == config.REPO_ROOT / "outputs" / "ci" and paths.qa.name == "qa.jsonl"
+    assert paths.eval_run("gaia", "sft", 2) == paths.root / "eval" / "gaia" / "sft" / "run2.jsonl"
+
+
 def _write(tmp_path, text, name="bad.yaml"):
     p = tmp_path / name
     p.write_text(text)

@@ -133,6 +133,18 @@ def _rows(kinds):
     return [{"prompt": [{"role": "user", "content": f"q{i} {k}"}], "kind": k} for i, k in enumerate(kinds)]
 
 
+def test_grpo_config_maps_dapo_params_and_passes_trainer_kwargs(smoke_cfg):
+    from wdlib.dapo import grpo_config
+
+    cfg = smoke_cfg.model_copy(deep=True)
+    args = grpo_config(cfg)
+    assert (args.loss_type, args.epsilon, args.epsilon_high, args.beta) == ("dapo", 0.2, 0.28, 0.0)
+    assert args.output_dir == str(cfg.paths.trainer_dir("dapo"))
+    cfg.dapo.trainer_kwargs = {"weight_decay": 0.05, "max_grad_norm": 0.5}
+    args = grpo_config(cfg)
+    assert (args.weight_decay, args.max_grad_norm, args.loss_type) == (0.05, 0.5, "dapo")
+
+
 def test_dynamic_sampling_drops_flat_group_and_refills(tmp_path):
     calls = []
     rows = _rows(["flat", "mixed", "mixed", "mixed"])
@@ -229,7 +241,8 @@ ANSWER = "<think>Done.</think>\n<answer>PRAGMA</answer>"
 
 
 def _rollout(cfg, toolbox, turns):
-    from wdlib.dapo import AgentRollout, prompt_messages, rollout_batch
+    from wdlib.dapo import AgentRollout, rollout_batch
+    from wdlib.react import prompt_messages
     from wdlib.trajectory import QAPair
 
     tok = models.load_tokenizer(MODEL)
@@ -297,7 +310,7 @@ def test_rollout_cut_at_max_completion_length(smoke_cfg, toolbox):
 
 # ------------------------------------------------------------------ one real DAPO step (and a resume) on CPU
 def test_real_dapo_step_and_resume_on_cpu(smoke_cfg):
-    from wdlib.dapo import checkpoint_dir, train, trainer_output_dir
+    from wdlib.dapo import train
     from wdlib.trajectory import QAPair, write_jsonl
 
     cfg = smoke_cfg.model_copy(deep=True)
@@ -322,13 +335,13 @@ def test_real_dapo_step_and_resume_on_cpu(smoke_cfg):
                 "rollout/observation_tokens", "time/rollout_s", "time/train_s", "entropy", "clip_ratio/region_mean"):
         assert key in logs, key
     assert logs["entropy"] > 0 and math.isfinite(logs["grad_norm"])  # the loss ran over real tokens (CPU shim)
-    final = checkpoint_dir(cfg)
+    final = cfg.paths.checkpoint_dir("dapo")
     assert (final / "config.json").is_file() and (final / "tokenizer_config.json").is_file()
     trained = models.load_model(str(final), device="cpu").state_dict()
     moved = any(not torch.equal(initial[k], trained[k]) for k in initial)
     assert moved == (logs["dapo/kept_groups"] > 0)  # an informative group moves the weights; none leaves them
 
     second = train(cfg)  # max_steps already reached: nothing trained, the saved summary comes back
-    assert second["global_step"] == 1 and (trainer_output_dir(cfg) / "checkpoint-1").is_dir()
+    assert second["global_step"] == 1 and (cfg.paths.trainer_dir("dapo") / "checkpoint-1").is_dir()
     assert second["log_history"] == json.loads(json.dumps(first["log_history"], default=str))
-    assert not (trainer_output_dir(cfg) / "checkpoint-2").exists()
+    assert not (cfg.paths.trainer_dir("dapo") / "checkpoint-2").exists()

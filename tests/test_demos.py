@@ -1,16 +1,16 @@
-"""Format demonstrations (`wdlib.demos`): scripted episodes in format, over the real tools, resumable."""
+"""Format demonstrations (`wdlib.synthesis.demos`): scripted episodes in format, over the real tools, resumable."""
 
 from __future__ import annotations
 
 import asyncio
 
-from wdlib import config, demos, synthesis
+from wdlib import config, synthesis
+from wdlib.synthesis import demos
 from wdlib.trajectory import QAPair, load_trajectories
 
 
 def test_scripted_episodes_are_in_format_and_observe_the_real_tools(toolbox):
-    from wdlib.agent import parse_turn, system_prompt, tool_response, user_prompt
-    from wdlib.rewards import check_format
+    from wdlib.react import check_format, parse_turn, system_prompt, tool_response, user_prompt
 
     qa = [QAPair(question="What does the “os.getcwd” function of the Python standard library return?",
                  answer="the current working directory", source="test"),
@@ -54,7 +54,7 @@ def test_write_format_demos_skips_the_runs_questions_and_is_reused(toolbox, tmp_
     written = asyncio.run(demos.write_format_demos(cfg, pages, toolbox, exclude=taken))
     assert len(written) == 4 and not {t.question for t in written} & set(taken)
     assert all(check_format(t.messages) is None and t.source == "scripted" for t in written)
-    assert [t.to_dict() for t in load_trajectories(demos.format_demos_path(cfg))] == [t.to_dict() for t in written]
+    assert [t.to_dict() for t in load_trajectories(cfg.paths.format_demos)] == [t.to_dict() for t in written]
     # same settings: read back, not re-run (a toolbox that fails on any call proves no tool was called)
 
     class NoTools:
@@ -65,7 +65,7 @@ def test_write_format_demos_skips_the_runs_questions_and_is_reused(toolbox, tmp_
     assert [t.to_dict() for t in again] == [t.to_dict() for t in written]
     cfg.trajectories.format_demos.num = 0  # changed settings: rebuilt, and 0 writes nothing
     assert asyncio.run(demos.write_format_demos(cfg, pages, NoTools())) == []
-    assert not demos.format_demos_path(cfg).exists()
+    assert not cfg.paths.format_demos.exists()
 
 
 def test_scripted_query_reads_names_then_content_words():

@@ -11,7 +11,7 @@ import pytest
 
 from wdlib import config, evaluate, plots
 from wdlib.evaluate import Benchmark, BenchmarkError
-from wdlib.trajectory import QAPair, append_jsonl
+from wdlib.trajectory import QAPair, append_jsonl, done_ids
 
 HERE = Path(__file__).parent
 GAIA_SAMPLE = HERE / "data" / "gaia_sample"
@@ -190,7 +190,7 @@ def _fake_results(cfg, bench: Benchmark, label: str, right: dict[tuple[str, int]
             if (qa.id, run) not in right:
                 continue  # a missing run
             ok = right[(qa.id, run)]
-            append_jsonl(evaluate.run_file(cfg, bench.name, label, run), [{
+            append_jsonl(cfg.paths.eval_run(bench.name, label, run), [{
                 "id": f"{qa.id}-{run}", "qa_id": qa.id, "question": qa.question, "gold": qa.answer,
                 "prediction": qa.answer if ok else "wrong", "finish_reason": "answer", "turns": 2,
                 "tool_calls": [{"name": "search", "arguments": {"query": ["x"]}}],
@@ -212,7 +212,7 @@ def test_summary_tables_and_figures_on_synthetic_results(tmp_path):
     models = {"base": cfg.models.policy, "sft": cfg.models.policy.model_copy(update={"name": "ckpt/sft"})}
 
     # the resume bookkeeping sees what is done
-    assert evaluate.done_qa_ids(evaluate.run_file(cfg, "gaia", "sft", 2)) == set(ids) - {ids[3]}
+    assert done_ids(cfg.paths.eval_run("gaia", "sft", 2), "qa_id") == set(ids) - {ids[3]}
 
     summary = evaluate.summarize(cfg, {"gaia": bench}, models)
     saved = json.loads((cfg.run_dir / "eval" / "summary.json").read_text())
@@ -299,7 +299,7 @@ def test_run_evaluation_end_to_end_and_resume(tmp_path):
         report = evaluate.run_evaluation(cfg, benchmarks, models, progress=False)
         assert report["base"]["local"]["new"] == 6 and len(server.requests) == 12  # 3 questions × 2 runs × 2 turns
 
-        run0 = evaluate.run_file(cfg, "local", "base", 0)
+        run0 = cfg.paths.eval_run("local", "base", 0)
         records = [json.loads(line) for line in run0.read_text().splitlines()]
         assert {r["eval"]["level"] for r in records} == {"COUNT", "1 hop"}
         assert all(r["tool_calls"][0]["name"] == "search" and "docs.python.org" in r["messages"][3]["content"]

@@ -1,4 +1,4 @@
-"""wdlib.filters: each stage of the funnel on hand-made good and bad trajectories, the n-gram rule on exact counts,
+"""wdlib.synthesis.filters: each stage of the funnel on hand-made good and bad trajectories, the n-gram rule on exact counts,
 the LLM quality review (canned-reply client standing in for a paid judge API), and WebDancer's released samples."""
 
 import asyncio
@@ -9,7 +9,7 @@ from types import SimpleNamespace
 import pytest
 
 from wdlib import config
-from wdlib.filters import (
+from wdlib.synthesis.filters import (
     answer_support,
     answer_supported,
     check_quality,

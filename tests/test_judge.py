@@ -7,7 +7,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from wdlib.config import JudgeConfig
+from wdlib.config import JudgeParams
 from wdlib.judge import (
     em,
     f1,
@@ -152,7 +152,7 @@ class CannedJudge:
 
 
 def test_judge_answer_rules_mode_needs_no_client():
-    cfg = JudgeConfig(mode="rules")
+    cfg = JudgeParams(mode="rules")
     out = asyncio.run(judge_answer("q", "seagull", "sea gull", cfg))
     assert out == {"correct": True, "method": "rules", "raw": None}
     out = asyncio.run(judge_answer("q", "seagull", "pigeon", cfg))
@@ -162,7 +162,7 @@ def test_judge_answer_rules_mode_needs_no_client():
 def test_judge_answer_llm_mode_uses_prompt_and_parses_verdict():
     judge = CannedJudge(lambda p: "extracted_final_answer: Epsom Derby\nreasoning: same race\n"
                                   "confidence: 90\n**correct:** yes")
-    cfg = JudgeConfig(mode="llm", temperature=0.0, max_new_tokens=256)
+    cfg = JudgeParams(mode="llm", temperature=0.0, max_new_tokens=256)
     out = asyncio.run(judge_answer("Which race?", "English horse race Derby", "The Epsom Derby", cfg, judge))
     assert out["correct"] is True and out["method"] == "llm" and "same race" in out["raw"]
     (messages, sampling), = judge.calls
@@ -173,22 +173,22 @@ def test_judge_answer_llm_mode_uses_prompt_and_parses_verdict():
 
 def test_judge_answer_llm_without_verdict_falls_back_to_rules():
     judge = CannedJudge(lambda p: "I cannot decide.")
-    cfg = JudgeConfig(mode="llm")
+    cfg = JudgeParams(mode="llm")
     out = asyncio.run(judge_answer("q", "seagull", "Sea Gull", cfg, judge))
     assert out["correct"] is True and out["method"] == "llm-unparsed+rules" and out["raw"] == "I cannot decide."
 
 
 def test_judge_answer_llm_mode_without_client_uses_rules():
-    out = asyncio.run(judge_answer("q", "1000", "$1,000", JudgeConfig(mode="llm")))
+    out = asyncio.run(judge_answer("q", "1000", "$1,000", JudgeParams(mode="llm")))
     assert out["correct"] is True and out["method"].startswith("rules")
 
 
 def test_judge_answer_no_prediction_is_wrong_without_a_call_and_no_gold_is_an_error():
     judge = CannedJudge(lambda p: "correct: yes")
-    out = asyncio.run(judge_answer("q", "x", None, JudgeConfig(mode="llm"), judge))
+    out = asyncio.run(judge_answer("q", "x", None, JudgeParams(mode="llm"), judge))
     assert out["correct"] is False and out["method"] == "no-answer" and judge.calls == []
     with pytest.raises(ValueError, match="gold"):
-        asyncio.run(judge_answer("q", None, "x", JudgeConfig()))
+        asyncio.run(judge_answer("q", None, "x", JudgeParams()))
 
 
 def test_judge_many_is_concurrent_bounded_and_ordered():
@@ -196,7 +196,7 @@ def test_judge_many_is_concurrent_bounded_and_ordered():
     judge = CannedJudge(lambda p: "correct: yes" if "[response]: right" in p else "correct: no", delay=0.05)
     items = [{"question": f"q{i}", "gold": "g", "prediction": "right" if i % 3 == 0 else "wrong"}
              for i in range(20)]
-    cfg = JudgeConfig(mode="llm")
+    cfg = JudgeParams(mode="llm")
     start = time.perf_counter()
     results = asyncio.run(judge_many(items, cfg, judge, concurrency=5, progress=False))
     elapsed = time.perf_counter() - start
@@ -214,7 +214,7 @@ def test_judge_many_isolates_failures():
     items = [{"question": "ok", "gold": "a", "prediction": "a"},
              {"question": "boom", "gold": "a", "prediction": "a"},
              SimpleNamespace(question="no gold", gold=None, prediction="a")]
-    results = asyncio.run(judge_many(items, JudgeConfig(mode="llm"), CannedJudge(respond), progress=False))
+    results = asyncio.run(judge_many(items, JudgeParams(mode="llm"), CannedJudge(respond), progress=False))
     assert results[0]["correct"] is True
     assert results[1]["correct"] is None and results[1]["method"] == "error" and "down" in results[1]["raw"]
     assert results[2]["correct"] is None and "gold" in results[2]["raw"]

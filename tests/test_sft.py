@@ -9,8 +9,7 @@ import re
 import pytest
 import torch
 
-from wdlib import agent, config, models, plots, sft
-from wdlib.demos import format_demos_path
+from wdlib import config, models, plots, react, sft
 from wdlib.trajectory import Trajectory, append_jsonl, load_webdancer
 
 SAMPLES = config.REPO_ROOT.parent / "shared" / "data" / "webdancer-samples" / "sample_traj.jsonl"
@@ -138,7 +137,7 @@ def test_load_conversations_sources_and_no_data(tmp_path):
     msgs = [{"role": "system", "content": "s"}, {"role": "user", "content": "q"},
             {"role": "assistant", "content": "<think>t</think>\n<tool_call>\n{}\n</tool_call>"},
             {"role": "tool", "content": "obs"}]
-    append_jsonl(sft.data_path(cfg), [
+    append_jsonl(cfg.paths.sft_data, [
         Trajectory(question="q", messages=msgs + [{"role": "assistant", "content": "<answer>a</answer>"}]),
         Trajectory(question="q2", messages=msgs, finish_reason="max_turns"),  # ends on an observation
         Trajectory(question="q3", messages=msgs[:2]),  # no assistant turn at all
@@ -154,8 +153,8 @@ def test_load_conversations_sources_and_no_data(tmp_path):
     # imported samples get the prompts our agent runs with; their turns are untouched
     released = load_webdancer(SAMPLES)[0]
     date = re.search(r"Current date: (\S+)", released.messages[0]["content"]).group(1)
-    assert convs[2][0]["content"] == agent.system_prompt(date)
-    assert convs[2][1]["content"] == agent.user_prompt(released.question)
+    assert convs[2][0]["content"] == react.system_prompt(date)
+    assert convs[2][1]["content"] == react.user_prompt(released.question)
     assert convs[2][2:] == released.messages[2:]
     convs, _ = sft.load_conversations(_cfg(tmp_path, include_external=True, reprompt_external=False))
     assert convs[2] == released.messages
@@ -163,7 +162,7 @@ def test_load_conversations_sources_and_no_data(tmp_path):
     demo = Trajectory(question="d", messages=msgs[:3] + [
         {"role": "user", "content": "<tool_response>\no\n</tool_response>"},
         {"role": "assistant", "content": "<answer>a</answer>"}])
-    append_jsonl(format_demos_path(cfg), [demo])
+    append_jsonl(cfg.paths.format_demos, [demo])
     convs, stats = sft.load_conversations(_cfg(tmp_path, include_external=True, max_external=3))
     assert stats["sources"] == {"run": 2, "format_demos": 1, "external:sample_traj.jsonl": 3} and len(convs) == 6
     again, _ = sft.load_conversations(_cfg(tmp_path, include_external=True, max_external=3))
@@ -211,23 +210,23 @@ def test_tiny_training_run_saves_resumes_reloads_generates(tmp_path, tok, conver
                gradient_accumulation_steps=1, learning_rate=1e-4, max_examples=3)
     convs = [_short(c) for c in conversations[:4]]
     result = sft.train(cfg, conversations=convs)
-    final = sft.checkpoint_path(cfg)
+    final = cfg.paths.checkpoint_dir("sft")
     assert result.checkpoint == final and (final / "config.json").is_file()
     assert result.data["examples_used"] == 3 and result.data["conversations"] == 4
     losses = [h["loss"] for h in result.log_history if "loss" in h]
     assert len(losses) == 2 and all(l == l and l > 0 for l in losses)  # finite, real losses
-    stats = json.loads(sft.stats_path(cfg).read_text())
+    stats = json.loads(cfg.paths.summary_path("sft").read_text())
     assert stats["data"]["examples"] >= 2 and stats["resumed_from"] is None
     assert sft.load_result(cfg).log_history == result.log_history
     again = sft.train(cfg, conversations=convs)  # finished: nothing more is trained
-    assert again.log_history == result.log_history and not (sft.trainer_output_dir(cfg) / "checkpoint-3").exists()
+    assert again.log_history == result.log_history and not (cfg.paths.trainer_dir("sft") / "checkpoint-3").exists()
 
     # resume: a longer run continues from checkpoint-2 instead of starting over
     cfg.sft.max_steps = 3
     resumed = sft.train(cfg, conversations=convs)
     state = json.loads((final / "trainer_state.json").read_text())
     assert state["global_step"] == 3
-    assert json.loads(sft.stats_path(cfg).read_text())["resumed_from"].endswith("checkpoint-2")
+    assert json.loads(cfg.paths.summary_path("sft").read_text())["resumed_from"].endswith("checkpoint-2")
     assert [h["step"] for h in resumed.log_history if "loss" in h] == [1, 2, 3]
 
     # the saved checkpoint reloads (as DAPO/eval will) and generates; training changed the weights
@@ -242,7 +241,7 @@ def test_tiny_training_run_saves_resumes_reloads_generates(tmp_path, tok, conver
     out = model.generate(**prompt, max_new_tokens=8, do_sample=False)
     assert out.shape[1] > prompt["input_ids"].shape[1]
 
-    fig = sft.loss_figure(resumed.log_history)
+    fig = plots.sft_loss(resumed.log_history)
     assert list(fig.data[0].y) == [h["loss"] for h in resumed.log_history if "loss" in h]
     assert plots.save(fig, cfg.run_dir / "figures" / "sft_loss.html").is_file()
 
@@ -281,6 +280,22 @@ def test_launch_command_and_cli(tmp_path):
     assert cmd[-4:] == ["-m", "wdlib.sft", "--params", str(tmp_path / "p.yaml")]
     with pytest.raises(SystemExit):
         sft.main(["--help"])
+
+
+def test_trainer_kwargs_pass_any_further_trl_argument_through(tmp_path):
+    from wdlib.config import ParamsError
+
+    args = sft.training_args(_cfg(tmp_path, trainer_kwargs={"weight_decay": 0.1, "lr_scheduler_type": "cosine",
+                                                            "optim": "adamw_torch"}), "cpu")
+    assert (args.weight_decay, args.lr_scheduler_type.value, args.optim.value) == (0.1, "cosine", "adamw_torch")
+    assert args.learning_rate == _cfg(tmp_path).sft.learning_rate  # the mapped fields are still there
+    assert sft.training_args(_cfg(tmp_path), "cpu").weight_decay == 0.0  # nothing passed: TRL's default
+    with pytest.raises(ParamsError, match=r"sft\.trainer_kwargs\.weight_decai: not an argument of trl\.SFTConfig"):
+        sft.training_args(_cfg(tmp_path, trainer_kwargs={"weight_decai": 0.1}), "cpu")
+    with pytest.raises(ParamsError, match=r"sft\.trainer_kwargs\.learning_rate: set sft\.learning_rate instead"):
+        sft.training_args(_cfg(tmp_path, trainer_kwargs={"learning_rate": 1.0}), "cpu")
+    with pytest.raises(ParamsError, match=r"<params>: sft\.trainer_kwargs\.lr_scheduler_type: trl\.SFTConfig rejected"):
+        sft.training_args(_cfg(tmp_path, trainer_kwargs={"lr_scheduler_type": "sideways"}), "cpu")
 
 
 def test_unsloth_refused_on_cpu(tmp_path):

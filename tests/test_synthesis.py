@@ -19,6 +19,7 @@ import pytest
 from openai_loopback import LoopbackOpenAI, completion
 from wdlib import synthesis as syn
 from wdlib.config import ModelSpec
+from wdlib.text import parse_json_objects
 from wdlib.trajectory import QAPair, load_trajectories, read_jsonl
 
 ROOT = "https://docs.python.org/3/library/index.html"
@@ -102,7 +103,7 @@ def test_template_qa_is_grounded_in_the_crawl(toolbox):
 
 
 def test_validate_qa_rejects_bad_records():
-    page = syn.Page(url="https://x.org/a", text="The capital of Freedonia is Fredville. It has 3 bridges.")
+    page = syn.CrawledPage(url="https://x.org/a", text="The capital of Freedonia is Fredville. It has 3 bridges.")
     pages = {page.url: page}
     good = {"question": "What is the capital of Freedonia?", "answer": "Fredville", "type": "MULTI-HOP",
             "evidence_urls": [page.url]}
@@ -128,10 +129,10 @@ def test_validate_qa_rejects_bad_records():
 
 
 def test_parse_json_objects_tolerates_what_models_write():
-    assert syn.parse_json_objects('```json\n{"question": "q?", "answer": "a"}\n```') == [{"question": "q?", "answer": "a"}]
-    assert syn.parse_json_objects('Sure! Here it is: {"a": 1,} and also {\'b\': "x"}') == [{"a": 1}, {"b": "x"}]
-    assert syn.parse_json_objects('[{"a": 1}, {"a": 2}]') == [{"a": 1}, {"a": 2}]
-    assert syn.parse_json_objects("no json here {oops") == []
+    assert parse_json_objects('```json\n{"question": "q?", "answer": "a"}\n```') == [{"question": "q?", "answer": "a"}]
+    assert parse_json_objects('Sure! Here it is: {"a": 1,} and also {\'b\': "x"}') == [{"a": 1}, {"b": "x"}]
+    assert parse_json_objects('[{"a": 1}, {"a": 2}]') == [{"a": 1}, {"a": 2}]
+    assert parse_json_objects("no json here {oops") == []
 
 
 def test_llm_crawlqa_validates_and_requests_json_schema(crawl8):
@@ -193,7 +194,7 @@ def test_e2hqa_keeps_the_answer_and_records_hops(local_web_cfg, toolbox):
             assert not syn.leaks(seed.answer, hop["question"]) and hop["results"]
             previous = hop["question"]
         assert q.question == previous
-    kept, report = asyncio.run(syn.e2hqa(seeds, toolbox, cfg, progress=False))
+    kept, report = asyncio.run(syn.harden_seeds(seeds, toolbox, cfg, progress=False))
     assert report["kept"] == len(kept) == sum(q.difficulty >= 1 for q in hardened)
 
 

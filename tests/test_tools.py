@@ -14,7 +14,9 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 
 from wdlib import tools
-from wdlib.tools import SerpApiSearch, Toolbox, extract_text, extractive_evidence, parse_evidence_json
+from wdlib.evidence import extractive_evidence, parse_evidence_json
+from wdlib.search import SerpApiSearch
+from wdlib.tools import Toolbox, extract_text
 
 DATA = Path(__file__).parent / "data"
 SAMPLES = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "webdancer-samples" / "sample_traj.jsonl"

@@ -13,7 +13,7 @@ from urllib.parse import quote
 
 import pytest
 
-from wdlib import config, web
+from wdlib import config, web, webserver
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +62,7 @@ def test_pages_keep_real_urls_and_links_land_on_local_pages(local_web):
 
 
 def test_server_health_pages_404_and_search_endpoint_share_the_index(local_web):
-    with web.LocalWebServer(local_web) as srv:
+    with webserver.LocalWebServer(local_web) as srv:
         assert srv.base_url.startswith("http://127.0.0.1:")
         assert srv.httpd.server_address[0] == "127.0.0.1"
         with urllib.request.urlopen(srv.base_url + "/health") as r:

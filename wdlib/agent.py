@@ -1,215 +1,23 @@
-"""The ReAct agent in WebDancer's format: turn parser, prompts, the loop, and many loops at once.
+"""The ReAct agent: the loop that runs one episode in WebDancer's format (`wdlib.react`) against a model client and
+a toolbox, and many episodes at once.
 
-An assistant turn is `<think>…</think>` followed by exactly one of
-`<tool_call>\n{"name": ..., "arguments": {...}}\n</tool_call>` or `<answer>…</answer>`.
-Tool results come back as a user turn `<tool_response>\n…\n</tool_response>`.
+`run_agent` keeps the conversation inside a token budget and, for an in-process (token-level) client, the exact
+token transcript RL trains on (model tokens vs observation tokens). `run_many` runs episodes concurrently (while one
+waits on a tool or the model, the others proceed) and resumes by trajectory id.
 """
 
 from __future__ import annotations
 
 import asyncio
-import datetime
 import inspect
-import json
-import re
 import time
-from dataclasses import dataclass
 from typing import Any, Callable, Iterable
 
 from tqdm.auto import tqdm
 
-from wdlib.tools import REQUIRED_ARGS, TOOL_NAMES, TOOL_SCHEMAS
-from wdlib.trajectory import QAPair, Trajectory
-
-STOP_STRINGS = ("</tool_call>", "</answer>")
-
-
-# ------------------------------------------------------------------ turn parser
-@dataclass
-class ToolCall:
-    name: str
-    arguments: dict[str, Any]
-
-    def to_dict(self) -> dict:
-        return {"name": self.name, "arguments": self.arguments}
-
-
-@dataclass
-class Turn:
-    think: str | None = None
-    tool_call: ToolCall | None = None
-    answer: str | None = None
-    error: str | None = None  # None ⇔ the turn is well formed and actionable
-
-    @property
-    def ok(self) -> bool:
-        return self.error is None
-
-
-# Aliases models really use for argument names; mapped to the schema's names.
-_ARG_ALIASES = {"search": {"queries": "query", "q": "query"}, "visit": {"urls": "url"}}
-_FENCE = re.compile(r"^```[a-zA-Z]*\s*\n?(.*?)\n?\s*```$", re.S)
-
-
-def parse_turn(text: str) -> Turn:
-    """Parse one assistant turn; never raises. `error` says precisely what is wrong, for the model to correct."""
-    if not isinstance(text, str):
-        return Turn(error=f"the turn is not text (got {type(text).__name__})")
-    if not text.strip():
-        return Turn(error="empty turn: write <think>...</think> and then a <tool_call> or an <answer>")
-
-    # Structure first: each tag at most once and closed.
-    for tag in ("think", "tool_call", "answer"):
-        opens, closes = text.count(f"<{tag}>"), text.count(f"</{tag}>")
-        if opens > 1 or closes > 1:
-            what = {"think": "<think> block", "tool_call": "<tool_call>", "answer": "<answer>"}[tag]
-            hint = " (call one tool per turn and wait for its response)" if tag == "tool_call" else ""
-            return Turn(error=f"more than one {what} in the turn{hint}")
-        if opens and not closes:
-            return Turn(error=f"unclosed <{tag}>: missing </{tag}> (the turn may have been cut off)")
-        if closes and not opens:
-            return Turn(error=f"</{tag}> without an opening <{tag}>")
-        if opens and text.index(f"</{tag}>") < text.index(f"<{tag}>"):
-            return Turn(error=f"</{tag}> comes before <{tag}>")
-    if "<tool_response>" in text:
-        return Turn(error="the turn contains <tool_response>: tool responses come from the environment, "
-                          "stop after </tool_call> and wait")
-
-    if "<think>" not in text:
-        return Turn(error="no <think>...</think> block: start the turn by thinking inside <think></think>")
-    think_start, think_end = text.index("<think>"), text.index("</think>")
-    think = text[think_start + len("<think>"):think_end].strip()
-    if text[:think_start].strip():
-        return Turn(think=think, error="text before <think>: the turn must start with <think>")
-    if not think:
-        return Turn(think=think, error="empty <think></think> block: reason about the next step first")
-    rest = text[think_end + len("</think>"):]
-    for tag in ("tool_call", "answer"):
-        if f"<{tag}>" in text and text.index(f"<{tag}>") < think_end:
-            return Turn(think=think, error=f"<{tag}> inside or before <think>: put it after </think>")
-
-    has_call, has_answer = "<tool_call>" in rest, "<answer>" in rest
-    if has_call and has_answer:
-        return Turn(think=think, error="both <tool_call> and <answer> in one turn: either call a tool or answer")
-    if not has_call and not has_answer:
-        return Turn(think=think, error="nothing actionable after </think>: add a <tool_call> or an <answer>")
-
-    if has_answer:
-        answer = rest[rest.index("<answer>") + len("<answer>"):rest.index("</answer>")].strip()
-        if not answer:
-            return Turn(think=think, error="empty <answer></answer>")
-        return Turn(think=think, answer=answer)
-
-    body = rest[rest.index("<tool_call>") + len("<tool_call>"):rest.index("</tool_call>")]
-    call, error = _parse_tool_call(body)
-    return Turn(think=think, tool_call=call, error=error)
-
-
-def _parse_tool_call(body: str) -> tuple[ToolCall | None, str | None]:
-    body = body.strip()
-    fenced = _FENCE.match(body)
-    if fenced:
-        body = fenced.group(1).strip()
-    if not body:
-        return None, 'empty <tool_call>: expected {"name": ..., "arguments": {...}}'
-    try:
-        obj = json.loads(body)
-    except json.JSONDecodeError as e:
-        return None, f"tool call is not valid JSON ({e.msg} at line {e.lineno} column {e.colno})"
-    if not isinstance(obj, dict):
-        return None, f'tool call must be a JSON object {{"name": ..., "arguments": {{...}}}}, got {type(obj).__name__}'
-    name = obj.get("name")
-    if not isinstance(name, str) or not name.strip():
-        return None, 'tool call has no "name"'
-    name = name.strip()
-    if name not in TOOL_NAMES:
-        return None, f"unknown tool {name!r}; available tools: {', '.join(TOOL_NAMES)}"
-    args = obj.get("arguments", obj.get("parameters"))
-    if args is None:
-        return None, f'tool call to {name!r} has no "arguments" object'
-    if isinstance(args, str):  # arguments given as a JSON string (OpenAI function-call habit)
-        try:
-            args = json.loads(args)
-        except json.JSONDecodeError as e:
-            return None, f"arguments of {name!r} are a string that is not valid JSON ({e.msg})"
-    if not isinstance(args, dict):
-        return None, f'"arguments" of {name!r} must be a JSON object, got {type(args).__name__}'
-    args = {_ARG_ALIASES[name].get(k, k): v for k, v in args.items()}
-    for arg in REQUIRED_ARGS[name]:
-        if arg not in args or args[arg] in (None, "", []):
-            return None, f"tool {name!r} is missing required argument {arg!r}"
-    # Lists of strings where the schema says array; a single string is what models often write.
-    for arg in ("query", "url"):
-        if arg in args:
-            value = [args[arg]] if isinstance(args[arg], str) else args[arg]
-            if not isinstance(value, list) or not all(isinstance(v, str) and v.strip() for v in value):
-                return None, f"argument {arg!r} of {name!r} must be a string or a list of non-empty strings"
-            args[arg] = [v.strip() for v in value]
-    if "goal" in args and not isinstance(args["goal"], str):
-        return None, f"argument 'goal' of {name!r} must be a string"
-    return ToolCall(name=name, arguments=args), None
-
-
-def error_observation(error: str) -> str:
-    """What the model reads after a malformed turn (sent as the next user turn, inside <tool_response>)."""
-    return (f"Format error: {error}.\nReply with <think>...</think> followed by exactly one "
-            '<tool_call>\n{"name": "search" or "visit", "arguments": {...}}\n</tool_call> or <answer>...</answer>.')
-
-
-# ------------------------------------------------------------------ prompts
-def system_prompt(date: str | None = None) -> str:
-    """Our own text in the spirit of WebDancer's: persistence, verification, attention to detail, today's date."""
-    date = date or datetime.date.today().isoformat()
-    return (
-        "You are a web research agent. You answer questions by searching the web and reading pages, and you keep "
-        "going until you have found the information, however hard the question is.\n\n"
-        "Work by these principles:\n\n"
-        "1. **Persist**: take as many steps as the question needs; when one search fails, rephrase it, split the "
-        "question, or follow a link from a page you already read.\n\n"
-        "2. **Verify**: before you answer, check the key facts against more than one source and make sure the "
-        "answer matches every condition in the question.\n\n"
-        "3. **Mind the details**: read each source carefully (dates, names, numbers, units) and prefer credible, "
-        "current sources.\n"
-        f"Current date: {date}"
-    )
-
-
-def user_prompt(question: str) -> str:
-    """The task prompt: tool schemas inside <tools></tools>, the turn format, an example, then the question."""
-    tools = ",\n".join(json.dumps(schema, indent=2, ensure_ascii=False) for schema in TOOL_SCHEMAS)
-    return (
-        "A conversation between User and Assistant. The user asks a question, and the assistant answers it by "
-        "calling the following tools as many times as needed.\n"
-        f"<tools>\n{tools}\n</tools>\n\n"
-        "In each turn the assistant first thinks about what to do next, then either calls exactly one tool and waits "
-        "for its response, or gives the final answer. Thinking goes inside <think></think>, a tool call inside "
-        "<tool_call></tool_call> as a JSON object with \"name\" and \"arguments\", the final answer inside "
-        "<answer></answer>. Tool responses come back inside <tool_response></tool_response>.\n\n"
-        "Example:\n"
-        "<think> thinking process here </think>\n"
-        "<tool_call>\n"
-        '{"name": "tool name here", "arguments": {"parameter name here": parameter value here, ...}}\n'
-        "</tool_call>\n"
-        "<tool_response>\ntool response here\n</tool_response>\n"
-        "<think> thinking process here </think>\n"
-        "<tool_call>\n"
-        '{"name": "another tool name here", "arguments": {...}}\n'
-        "</tool_call>\n"
-        "<tool_response>\ntool response here\n</tool_response>\n"
-        "(more thinking, tool calls and tool responses here)\n"
-        "<think> thinking process here </think>\n"
-        "<answer> answer here </answer>\n\n"
-        f"User: {question}"
-    )
-
-
-FINAL_ANSWER_INSTRUCTION = ("You have used up your budget of tool calls. Do not call any more tools: think once more "
-                            "and give your best final answer now inside <answer></answer>.")
-
-
-def tool_response(content: str) -> str:
-    return f"<tool_response>\n{content}\n</tool_response>"
-
+from wdlib.react import (FINAL_ANSWER_INSTRUCTION, STOP_STRINGS, ToolCall, error_observation, parse_turn,
+                         prompt_messages, tool_response)
+from wdlib.trajectory import QAPair, Trajectory, question_id, trajectory_id
 
 # ------------------------------------------------------------------ the ReAct loop
 MIN_TURN_TOKENS = 16  # no point starting a turn with less room than this
@@ -318,7 +126,7 @@ async def run_agent(question: str, client, toolbox, *, gold: str | None = None, 
     turn_tokens = int(sampling.pop("max_new_tokens", sampling.pop("max_tokens", default_turn_tokens)))
     budget = min(max_total_tokens, context_length or max_total_tokens)
     min_turn = min(MIN_TURN_TOKENS, turn_tokens)
-    messages = [{"role": "system", "content": system_prompt(date)}, {"role": "user", "content": user_prompt(question)}]
+    messages = prompt_messages(question, date)
     token_level = getattr(client, "token_level", False)
     transcript = _Transcript(client, messages) if token_level else None
     used = len(transcript) if transcript else _estimate_tokens(messages[0]["content"] + messages[1]["content"])
@@ -433,10 +241,8 @@ async def run_many(items: Iterable, client, toolbox, *, concurrency: int = 8, sa
     for item in items:
         question, gold, qa_id = _item_fields(item)
         n = item.get("samples", samples) if isinstance(item, dict) else samples
-        for k in range(n):
-            probe = Trajectory(question=question, messages=[], qa_id=qa_id, sample=k, model=model)
-            if probe.id not in skip:
-                jobs.append((question, gold, probe.qa_id, k))
+        qa_id = qa_id or question_id(question)
+        jobs += [(question, gold, qa_id, k) for k in range(n) if trajectory_id(qa_id, k, model) not in skip]
 
     semaphore = asyncio.Semaphore(concurrency)
     results: list[Trajectory | None] = [None] * len(jobs)

@@ -20,6 +20,16 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 PARAMS_DIR = REPO_ROOT / "params"
 SECTIONS = ("run", "models", "web", "synthesis", "trajectories", "filters", "judge", "rewards", "sft", "dapo",
             "eval", "wandb")
+SAMPLES_DIR = "../shared/data/webdancer-samples"  # WebDancer's released samples (relative to the repo root)
+SAMPLE_QA = f"{SAMPLES_DIR}/sample_qa.jsonl"
+SAMPLE_TRAJECTORIES = f"{SAMPLES_DIR}/sample_traj.jsonl"
+
+
+def cache_dir() -> Path:
+    """Shared cache (embedded model, local web builds): $WDLIB_CACHE or ~/.cache/wdlib."""
+    root = Path(os.environ.get("WDLIB_CACHE", Path.home() / ".cache" / "wdlib"))
+    root.mkdir(parents=True, exist_ok=True)
+    return root
 
 
 class ParamsError(ValueError):
@@ -31,7 +41,7 @@ class Section(BaseModel):
 
 
 # ---------------------------------------------------------------- run
-class RunConfig(Section):
+class RunParams(Section):
     name: str = "smoke"
     output_dir: str = "outputs"  # relative paths are taken from the repo root, whatever the working directory
     seed: int = 42
@@ -62,7 +72,7 @@ class ModelSpec(Section):
     extra: dict[str, Any] = Field(default_factory=dict)  # passed through to the backend's request/constructor
 
 
-class ModelsConfig(Section):
+class ModelsParams(Section):
     policy: ModelSpec = Field(default_factory=ModelSpec)  # the model trained (SFT → DAPO) and evaluated
     teacher: ModelSpec = Field(default_factory=ModelSpec)  # writes QA pairs and teacher trajectories
     judge: ModelSpec | None = None  # LLM judge; None → rule-based judging
@@ -70,7 +80,7 @@ class ModelsConfig(Section):
 
 
 # ---------------------------------------------------------------- web and tools
-class WebConfig(Section):
+class WebParams(Section):
     mode: Literal["local", "live"] = "local"
     search_backend: Literal["local", "serpapi"] = "local"
     sites: list[str] = Field(default_factory=lambda: ["python-docs", "wikipedia"])
@@ -90,7 +100,7 @@ class WebConfig(Section):
 
 
 # ---------------------------------------------------------------- data synthesis
-class CrawlQAConfig(Section):
+class CrawlQAParams(Section):
     roots: list[str] = Field(default_factory=lambda: ["https://docs.python.org/3/library/index.html"])
     max_depth: int = Field(2, ge=0)
     max_pages: int = Field(200, gt=0)
@@ -111,8 +121,8 @@ class CrawlQAConfig(Section):
     delay_s: float = Field(0.0, ge=0)  # politeness: pause after each request (per concurrent worker)
 
 
-class E2HQAConfig(Section):
-    seed_file: str | None = "../shared/data/webdancer-samples/sample_qa.jsonl"  # None → seeds from encyclopedia
+class E2HQAParams(Section):
+    seed_file: str | None = SAMPLE_QA  # None → seeds from encyclopedia
     seed_roots: list[str] = Field(default_factory=list)  # encyclopedia seeds: crawl these; [] → local encyclopedia
     num_seeds: int = Field(40, ge=0)
     hops: int = Field(2, ge=0)
@@ -122,14 +132,15 @@ class E2HQAConfig(Section):
     max_new_tokens: int = Field(160, gt=0)  # the teacher's rewritten question
 
 
-class SynthesisConfig(Section):
-    crawlqa: CrawlQAConfig = Field(default_factory=CrawlQAConfig)
-    e2hqa: E2HQAConfig = Field(default_factory=E2HQAConfig)
+class SynthesisParams(Section):
+    crawlqa: CrawlQAParams = Field(default_factory=CrawlQAParams)
+    e2hqa: E2HQAParams = Field(default_factory=E2HQAParams)
     eval_fraction: float = Field(0.1, ge=0, lt=1)  # held out as the local-web evaluation set
 
 
-class FormatDemosConfig(Section):
-    # Scripted search → [visit] → gold-answer episodes over template CrawlQA, one more SFT source (`wdlib.demos`).
+class FormatDemosParams(Section):
+    # Scripted search → [visit] → gold-answer episodes over template CrawlQA, one more SFT source
+    # (`wdlib.synthesis.demos`).
     # For CPU smoke runs only: a 135M model cannot learn the format from a few long real trajectories. 0 at scale.
     num: int = Field(0, ge=0)
     visit: float = Field(0.3, ge=0, le=1)  # share of episodes that also visit a page
@@ -137,7 +148,7 @@ class FormatDemosConfig(Section):
     max_observation_chars: int = Field(1200, gt=0)
 
 
-class TrajectoriesConfig(Section):
+class TrajectoriesParams(Section):
     samples_per_question: int = Field(5, gt=0)  # rejection sampling: stop at the first that passes the filters
     max_turns: int = Field(12, gt=0)
     max_total_tokens: int = Field(32768, gt=0)
@@ -146,11 +157,11 @@ class TrajectoriesConfig(Section):
     top_p: float = Field(0.95, gt=0, le=1)
     cot: Literal["short", "long"] = "short"
     max_questions: int | None = None
-    external: list[str] = Field(default_factory=lambda: ["../shared/data/webdancer-samples/sample_traj.jsonl"])
-    format_demos: FormatDemosConfig = Field(default_factory=FormatDemosConfig)
+    external: list[str] = Field(default_factory=lambda: [SAMPLE_TRAJECTORIES])
+    format_demos: FormatDemosParams = Field(default_factory=FormatDemosParams)
 
 
-class FiltersConfig(Section):
+class FiltersParams(Section):
     ngram: int = Field(10, gt=0)
     max_ngram_repeats: int = Field(4, gt=0)
     require_supported_answer: bool = True
@@ -159,7 +170,7 @@ class FiltersConfig(Section):
     rejudge: bool = False  # judge again trajectories that already carry a verdict (e.g. WebDancer's released ones)
 
 
-class JudgeConfig(Section):
+class JudgeParams(Section):
     mode: Literal["llm", "rules"] = "rules"  # llm needs models.judge; rules = GAIA match or F1 >= f1_threshold
     f1_threshold: float = Field(0.6, ge=0, le=1)
     # rules also accept a verbose prediction containing the whole gold phrase (67/100 of WebDancer's released
@@ -169,13 +180,13 @@ class JudgeConfig(Section):
     max_new_tokens: int = Field(1024, gt=0)
 
 
-class RewardsConfig(Section):
+class RewardsParams(Section):
     format_weight: float = 0.1
     answer_weight: float = 0.9
 
 
 # ---------------------------------------------------------------- training
-class SFTConfig(Section):
+class SFTParams(Section):
     backend: Literal["hf", "unsloth"] = "hf"
     init: str | None = None  # None → models.policy
     learning_rate: float = Field(1e-5, gt=0)
@@ -204,9 +215,10 @@ class SFTConfig(Section):
     reprompt_external: bool = True
     max_examples: int | None = Field(None, gt=0)  # a seeded random subset after fitting (CPU smoke runs)
     max_external: int | None = Field(None, gt=0)  # a seeded random subset of each external file (CPU smoke runs)
+    trainer_kwargs: dict[str, Any] = Field(default_factory=dict)  # any other trl.SFTConfig argument, passed through
 
 
-class DAPOConfig(Section):
+class DAPOParams(Section):
     init: str | None = "sft"  # "sft" → the run's SFT checkpoint (policy if missing); a name/path; None → policy
     num_generations: int = Field(16, gt=1)  # rollouts per question (a group)
     per_device_train_batch_size: int = Field(16, gt=0)  # rollouts; × grad. accumulation: a multiple of num_generations
@@ -236,10 +248,11 @@ class DAPOConfig(Section):
     num_processes: int = Field(1, gt=0)
     accelerate_config: str | None = "accelerate/zero3.yaml"
     max_questions: int | None = None  # training questions taken from qa.jsonl (None → all)
-    fallback_qa: str | None = "../shared/data/webdancer-samples/sample_qa.jsonl"  # when <run_dir>/qa.jsonl is absent
+    fallback_qa: str | None = SAMPLE_QA  # when <run_dir>/qa.jsonl is absent
+    trainer_kwargs: dict[str, Any] = Field(default_factory=dict)  # any other trl.GRPOConfig argument, passed through
 
 
-class EvalConfig(Section):
+class EvalParams(Section):
     benchmarks: list[Literal["local", "webwalkerqa", "gaia"]] = Field(default_factory=lambda: ["gaia", "webwalkerqa"])
     gaia_path: str | None = None  # local GAIA validation folder/file; None → hub (needs HF_TOKEN, online)
     gaia_text_only: bool = True  # drop questions with an attached file
@@ -258,7 +271,7 @@ class EvalConfig(Section):
     extra_models: dict[str, ModelSpec] = Field(default_factory=dict)
 
 
-class WandbConfig(Section):
+class WandbParams(Section):
     mode: Literal["offline", "online", "disabled"] = "offline"
     project: str = "webdancer"
     entity: str | None = None
@@ -266,18 +279,18 @@ class WandbConfig(Section):
 
 class Config(Section):
     extends: str | None = None
-    run: RunConfig = Field(default_factory=RunConfig)
-    models: ModelsConfig = Field(default_factory=ModelsConfig)
-    web: WebConfig = Field(default_factory=WebConfig)
-    synthesis: SynthesisConfig = Field(default_factory=SynthesisConfig)
-    trajectories: TrajectoriesConfig = Field(default_factory=TrajectoriesConfig)
-    filters: FiltersConfig = Field(default_factory=FiltersConfig)
-    judge: JudgeConfig = Field(default_factory=JudgeConfig)
-    rewards: RewardsConfig = Field(default_factory=RewardsConfig)
-    sft: SFTConfig = Field(default_factory=SFTConfig)
-    dapo: DAPOConfig = Field(default_factory=DAPOConfig)
-    eval: EvalConfig = Field(default_factory=EvalConfig)
-    wandb: WandbConfig = Field(default_factory=WandbConfig)
+    run: RunParams = Field(default_factory=RunParams)
+    models: ModelsParams = Field(default_factory=ModelsParams)
+    web: WebParams = Field(default_factory=WebParams)
+    synthesis: SynthesisParams = Field(default_factory=SynthesisParams)
+    trajectories: TrajectoriesParams = Field(default_factory=TrajectoriesParams)
+    filters: FiltersParams = Field(default_factory=FiltersParams)
+    judge: JudgeParams = Field(default_factory=JudgeParams)
+    rewards: RewardsParams = Field(default_factory=RewardsParams)
+    sft: SFTParams = Field(default_factory=SFTParams)
+    dapo: DAPOParams = Field(default_factory=DAPOParams)
+    eval: EvalParams = Field(default_factory=EvalParams)
+    wandb: WandbParams = Field(default_factory=WandbParams)
     source: str = Field("<defaults>", exclude=True)  # where this config came from, for messages
 
     def resolve_path(self, path: str | os.PathLike | None) -> Path | None:
@@ -291,9 +304,64 @@ class Config(Section):
     def run_dir(self) -> Path:
         return self.run.dir
 
+    @property
+    def paths(self) -> "RunPaths":
+        """Every file and folder of this run's folder."""
+        return RunPaths(self.run.dir)
+
     def dump(self) -> dict[str, Any]:
         """Plain dict of the settings (no secrets live in params: keys are env-var *names*)."""
         return self.model_dump(mode="json", exclude={"extends", "source"})
+
+
+# ---------------------------------------------------------------- the run folder
+class RunPaths:
+    """The layout of a run folder `outputs/<run.name>/`: the one place its file names are written. Stages and
+    notebooks read and write through it (`cfg.paths.qa`), so the stages connect through these files only.
+
+    `wandb/` is wandb's own folder (`wdlib.tracking` gives wandb the run folder).
+    """
+
+    def __init__(self, root: Path):
+        self.root = root
+        self.notebooks, self.figures = root / "notebooks", root / "figures"  # pipeline copies; notebook figures
+        # 01 · synthesis: the crawl (a `.settings.json` stamp beside it says what it was made with), QA per generator
+        # with its report, the train / held-out split, teacher trajectories, the funnel, the SFT set, format demos
+        self.crawl = root / "crawl.jsonl"
+        self.crawlqa, self.crawlqa_report = root / "qa_crawlqa.jsonl", root / "qa_crawlqa_report.json"
+        self.e2hqa, self.e2hqa_report = root / "qa_e2hqa.jsonl", root / "qa_e2hqa_report.json"
+        self.qa, self.qa_eval = root / "qa.jsonl", root / "qa_eval.jsonl"
+        self.trajectories, self.trajectories_html = root / "trajectories.jsonl", root / "trajectories.html"
+        self.funnel, self.funnel_external = root / "funnel.json", root / "funnel_external.json"
+        self.sft_data, self.format_demos = root / "sft_data.jsonl", root / "format_demos.jsonl"
+        self.synthesis_summary = root / "synthesis_summary.json"
+        # 04 · DAPO: a few rollouts per step
+        self.dapo_rollouts = root / "dapo_rollouts.jsonl"
+        # 05 · evaluation
+        self.eval = root / "eval"
+        self.eval_summary, self.eval_tables = self.eval / "summary.json", self.eval / "tables.md"
+        self.eval_figures = self.eval / "figures"
+
+    # 03 · SFT and 04 · DAPO, the same layout per training stage ("sft" | "dapo")
+    def checkpoint_dir(self, stage: str) -> Path:
+        """The final model + tokenizer of a training stage (what the next stages load)."""
+        return self.root / "checkpoints" / stage
+
+    def trainer_dir(self, stage: str) -> Path:
+        """The trainer's `checkpoint-N` folders (optimizer state included): what a resumed run continues from."""
+        return self.root / "checkpoints" / f"{stage}-trainer"
+
+    def summary_path(self, stage: str) -> Path:
+        """What a finished training stage saved about itself (data statistics, metrics, log history)."""
+        return self.root / {"sft": "sft_stats.json", "dapo": "dapo_summary.json"}[stage]
+
+    def launch_params(self, stage: str) -> Path:
+        """The exact params a stage launched under `accelerate launch` reads back."""
+        return self.root / f"{stage}_params.yaml"
+
+    def eval_run(self, benchmark: str, model: str, run: int) -> Path:
+        """One evaluation run of one model on one benchmark: a trajectory per question, with its verdict."""
+        return self.eval / benchmark / model / f"run{run}.jsonl"
 
 
 # ---------------------------------------------------------------- loading

@@ -9,7 +9,8 @@
     * otherwise → both strings with all whitespace removed, lowercased, ASCII punctuation removed.
   Quirk kept on purpose: a gold written with a thousands separator (`1,000`) is treated as a list, so the
   prediction `1000` does not match it (the reverse, prediction `1,000` vs gold `1000`, does).
-- `em`, `f1`: SQuAD v1.1 normalisation (lowercase, drop punctuation and the articles a/an/the, squash spaces).
+- `em`, `f1`: SQuAD v1.1 normalisation (`wdlib.text.normalize_answer`: lowercase, drop punctuation and the articles
+  a/an/the, squash spaces).
 - LLM judge: an HLE/BrowseComp-style grading prompt; the reply ends in a line `correct: yes|no`, read by
   `parse_verdict`. `judge.mode: rules` (the CPU default) is `gaia_match(...) or f1(...) >= judge.f1_threshold`
   (or, opt-in `judge.rules_gold_in_answer`, the whole gold phrase inside a verbose prediction).
@@ -28,6 +29,9 @@ from collections import Counter
 from typing import Any, Iterable
 
 from tqdm.auto import tqdm
+
+from wdlib.config import Config, JudgeParams
+from wdlib.text import normalize_answer
 
 log = logging.getLogger(__name__)
 
@@ -81,16 +85,6 @@ def gaia_match(prediction: str | None, gold: str) -> bool:
 
 
 # ------------------------------------------------------------------ SQuAD EM / F1
-_PUNCTUATION = frozenset(string.punctuation)
-
-def normalize_answer(text: str | None) -> str:
-    """SQuAD v1.1: lowercase, drop punctuation, drop articles, squash whitespace."""
-    text = (text or "").lower()
-    text = "".join(ch for ch in text if ch not in _PUNCTUATION)
-    text = re.sub(r"\b(a|an|the)\b", " ", text)
-    return " ".join(text.split())
-
-
 def em(prediction: str | None, gold: str) -> float:
     return float(normalize_answer(prediction) == normalize_answer(gold))
 
@@ -180,12 +174,12 @@ def judge_messages(question: str, gold: str, prediction: str) -> list[dict[str, 
                                                             correct_answer=gold)}]
 
 
-def _judge_section(cfg: Any) -> Any:
+def _judge_section(cfg: Config | JudgeParams) -> JudgeParams:
     """Accept the whole Config or just its JudgeConfig."""
     return getattr(cfg, "judge", cfg)
 
 
-async def judge_answer(question: str, gold: str | None, prediction: str | None, cfg: Any,
+async def judge_answer(question: str, gold: str | None, prediction: str | None, cfg: Config | JudgeParams,
                        client: Any = None) -> dict[str, Any]:
     """Judge one answer. Returns {"correct": bool, "method": "rules"|"llm"|..., "raw": judge reply or None}.
 
@@ -216,7 +210,7 @@ def _field(item: Any, name: str) -> Any:
     return item.get(name) if isinstance(item, dict) else getattr(item, name, None)
 
 
-async def judge_many(items: Iterable[Any], cfg: Any, client: Any = None, concurrency: int = 8,
+async def judge_many(items: Iterable[Any], cfg: Config | JudgeParams, client: Any = None, concurrency: int = 8,
                      progress: bool = True) -> list[dict[str, Any]]:
     """Judge many answers concurrently (at most `concurrency` judge calls in flight), results in input order.
 

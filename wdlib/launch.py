@@ -1,4 +1,9 @@
-"""How a training stage (`wdlib.sft`, `wdlib.dapo`) runs: the finished-run check, and `accelerate launch`.
+"""How a training stage (`wdlib.sft`, `wdlib.dapo`) runs: its TRL arguments, the finished-run check, and
+`accelerate launch`.
+
+`trainer_args`: the TRL config (SFTConfig, GRPOConfig) from the fields a stage sets plus `<stage>.trainer_kwargs`,
+any further TRL argument passed through as is; TRL validates them, and a bad one is a ParamsError naming the params
+file and the key.
 
 `finished`: transformers' Trainer, resumed from a checkpoint that already reached `max_steps` in the middle
 of an epoch, takes one more optimizer step before it checks; so a stage whose last checkpoint is finished does not
@@ -12,15 +17,38 @@ The stage module's `main()` reads that file back, so every rank trains on the sa
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any, Callable
 
 import yaml
 
-from .config import Config
+from wdlib.config import Config, ParamsError
+
+
+def trainer_args(cfg: Config, stage: str, args_class: type, **fields: Any):
+    """`args_class(**fields)` with `<stage>.trainer_kwargs` on top: any other TRL argument (weight_decay,
+    lr_scheduler_type, ...), or one of the stage's own choices overridden (optim, ...). A key that the stage's params
+    section has itself belongs there."""
+    section = getattr(cfg, stage)
+    extra = section.trainer_kwargs
+    for key in extra:
+        where = f"{cfg.source}: {stage}.trainer_kwargs.{key}"
+        if key in type(section).model_fields:
+            raise ParamsError(f"{where}: set {stage}.{key} instead")
+        if key not in {f.name for f in dataclasses.fields(args_class)}:
+            raise ParamsError(f"{where}: not an argument of trl.{args_class.__name__}")
+    if not extra:
+        return args_class(**fields)
+    try:
+        return args_class(**{**fields, **extra})
+    except (TypeError, ValueError) as exc:  # TRL's own checks of the values
+        keys = ", ".join(f"{stage}.trainer_kwargs.{k}" for k in extra)
+        raise ParamsError(f"{cfg.source}: {keys}: trl.{args_class.__name__} rejected the arguments: {exc}") from None
 
 
 def finished(stage: str, checkpoint: str | os.PathLike | None, max_steps: int, *results: Path) -> bool:
@@ -48,9 +76,18 @@ def accelerate_command(cfg: Config, stage: str, params_file: str | os.PathLike) 
     return cmd + ["--num_processes", str(section.num_processes), "-m", f"wdlib.{stage}", "--params", str(params_file)]
 
 
+def run_stage(cfg: Config, stage: str, train: Callable[[Config], Any], load_result: Callable[[Config], Any]) -> Any:
+    """`train(cfg)` in this process when `<stage>.num_processes` is 1; else `accelerate launch` the stage as a
+    subprocess and read its result back (`load_result(cfg)`)."""
+    if getattr(cfg, stage).num_processes <= 1:
+        return train(cfg)
+    launch(cfg, stage)
+    return load_result(cfg)
+
+
 def launch(cfg: Config, stage: str) -> None:
     """Run `wdlib.<stage>` under `accelerate launch` and wait; raises CalledProcessError when it fails."""
-    params_file = cfg.run_dir / f"{stage}_params.yaml"
+    params_file = cfg.paths.launch_params(stage)
     params_file.parent.mkdir(parents=True, exist_ok=True)
     params_file.write_text(yaml.safe_dump(cfg.dump(), sort_keys=False))
     cmd = accelerate_command(cfg, stage, params_file)

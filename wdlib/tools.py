@@ -1,176 +1,39 @@
-"""The agent's two tools, search and visit, and their schemas (the one place prompts and filters read them).
+"""The agent's two tools, search and visit, over the configured web: the environment the agent acts in.
 
-`Toolbox.from_config(cfg, summarizer=None)` is the environment the agent acts in:
+`Toolbox.from_config(cfg, summarizer=None)`:
 
     with Toolbox.from_config(cfg) as toolbox:          # local mode: starts the loopback web server
         obs = await toolbox.call("search", {"query": ["os.path.join"]})
         obs = await toolbox.visit("https://docs.python.org/3/library/os.path.html", goal="what join does")
         page = await toolbox.fetch(url)                 # FetchedPage, for crawlers
 
-Outputs follow WebDancer's released trajectories exactly (search: `A Google search for '{q}' found N results:` …;
-visit: `The useful information in {url} for user goal {goal} as follows:` …). `call` never raises: a failure is an
-observation the agent can read. Search backends: `local` (bm25s over the local web, in process, the same index the
-server's /search endpoint answers from) and `serpapi` (the official client; key from the environment; responses
-cached on disk so re-runs cost no API calls). Visit fetches through the loopback mirror (local mode) or the live web
-(timeout, size cap, content-type check, no file:// and no private/loopback addresses), extracts the main text
-(trafilatura or newspaper3k), then picks goal-directed evidence with the summarizer model (JSON
-{rational, evidence, summary}) or, without one or when it fails, extractively (BM25 over the page's passages).
+Outputs follow WebDancer's released trajectories exactly (`wdlib.react.render_search` / `render_visit`). `call`
+never raises: a failure is an observation the agent can read. Search backends (`wdlib.search`): `local` (bm25s over
+the local web, in process, the same index the server's /search endpoint answers from) and `serpapi`. Visit fetches
+through the loopback mirror (local mode) or the live web (timeout, size cap, content-type check, no file:// and no
+private/loopback addresses), extracts the main text (trafilatura or newspaper3k), then picks goal-directed evidence
+(`wdlib.evidence`) with the summarizer model, or, without one or when it fails, extractively.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import ipaddress
 import json
-import os
-import re
 import ssl
 import threading
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 from urllib.parse import urljoin, urlsplit
 
-# Schemas in the shape WebDancer's prompt lists them (name, description, JSON-schema parameters).
-TOOL_SCHEMAS: list[dict] = [
-    {
-        "name": "search",
-        "description": "Performs batched web searches: supply an array 'query'; the tool retrieves the top 10 "
-                       "results for each query in one call.",
-        "parameters": {
-            "type": "object",
-            "properties": {
-                "query": {
-                    "type": "array",
-                    "items": {"type": "string"},
-                    "description": "Array of query strings. Include multiple complementary search queries in a "
-                                   "single call.",
-                }
-            },
-            "required": ["query"],
-        },
-    },
-    {
-        "name": "visit",
-        "description": "Visit webpage(s) and return the summary of the content.",
-        "parameters": {
-            "type": "object",
-            "properties": {
-                "url": {
-                    "type": "array",
-                    "items": {"type": "string"},
-                    "description": "The URL(s) of the webpage(s) to visit. Can be a single URL or an array of URLs.",
-                },
-                "goal": {"type": "string", "description": "The specific information goal for visiting webpage(s)."},
-            },
-            "required": ["url", "goal"],
-        },
-    },
-]
-TOOL_NAMES = tuple(t["name"] for t in TOOL_SCHEMAS)
-REQUIRED_ARGS = {t["name"]: tuple(t["parameters"]["required"]) for t in TOOL_SCHEMAS}
-
-RESULT_SEPARATOR = "\n=======\n"  # between the queries of one search call, and the URLs of one visit call
-
-
-# ---------------------------------------------------------------- search rendering
-def render_search(query: str, results: list[dict]) -> str:
-    """One query's results in WebDancer's shape (SerpAPI `organic_results` items: title, link, snippet, date?)."""
-    if not results:
-        return f"No results found for '{query}'. Try with a more general query."
-    items = []
-    for i, r in enumerate(results, 1):
-        date = f"\nDate published: {r['date']}" if r.get("date") else ""
-        snippet = f"\n{r['snippet']}" if r.get("snippet") else ""
-        items.append(f"{i}. [{r.get('title', '')}]({r.get('link', '')}){date}\n{snippet}")
-    return f"A Google search for '{query}' found {len(items)} results:\n\n## Web Results\n" + "\n\n".join(items)
-
-
-def _observation(parts: list[str]) -> str:
-    # The released trajectories end every observation with one newline before the agent's closing tag.
-    return RESULT_SEPARATOR.join(p.strip() for p in parts) + "\n"
-
-
-class SearchError(RuntimeError):
-    pass
-
-
-class LocalSearch:
-    """bm25s over the local web, in process (sub-millisecond); the server's /search answers from the same index."""
-
-    name = "local"
-
-    def __init__(self, web, top_k: int = 10):
-        self.web, self.top_k = web, top_k
-
-    async def results(self, query: str) -> list[dict]:
-        return self.web.search(query, k=self.top_k)
-
-
-class SerpApiSearch:
-    """Google results through SerpAPI's official client; each (engine, query, num) answer is cached on disk."""
-
-    name = "serpapi"
-
-    def __init__(self, cache_dir: Path, *, key_env: str = "SERPAPI_API_KEY", top_k: int = 10,
-                 timeout_s: float = 20.0, base_domain: str | None = None):
-        self.cache_dir, self.key_env, self.top_k, self.timeout_s = Path(cache_dir), key_env, top_k, timeout_s
-        self.base_domain = base_domain  # tests point the real client at a loopback server with recorded JSON
-        self.requests = 0  # API requests actually sent (cache misses)
-
-    def _cache_path(self, params: dict) -> Path:
-        key = hashlib.sha1(json.dumps(params, sort_keys=True).encode()).hexdigest()
-        return self.cache_dir / key[:2] / f"{key}.json"
-
-    def _request(self, params: dict) -> dict:
-        import serpapi
-
-        key = os.environ.get(self.key_env)
-        if not key:
-            raise SearchError(f"search backend serpapi needs an API key in the environment variable {self.key_env}")
-        client = serpapi.Client(api_key=key, timeout=self.timeout_s)
-        if self.base_domain:
-            client.BASE_DOMAIN = self.base_domain
-        try:
-            data = client.search(dict(params)).as_dict()
-        except serpapi.HTTPError as exc:  # the message can carry the request URL (with the key): do not show it
-            status = getattr(getattr(exc, "response", None), "status_code", None) or "error"
-            raise SearchError(f"SerpAPI request failed (HTTP {status})") from None
-        except serpapi.SerpApiError as exc:
-            raise SearchError(f"SerpAPI request failed ({type(exc).__name__})") from None
-        self.requests += 1
-        return data
-
-    async def raw(self, query: str) -> dict:
-        params = {"engine": "google", "q": query, "num": self.top_k}
-        path = self._cache_path(params)
-        if path.is_file():
-            return json.loads(path.read_text())
-        data = await asyncio.to_thread(self._request, params)
-        error = data.get("error")
-        if error and "hasn't returned any results" not in error:
-            raise SearchError(f"SerpAPI: {error}")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(data, ensure_ascii=False))
-        tmp.replace(path)
-        return data
-
-    async def results(self, query: str) -> list[dict]:
-        return serpapi_results(await self.raw(query))[: self.top_k]
-
-
-def serpapi_results(data: dict) -> list[dict]:
-    """SerpAPI Google JSON → result items (title, link, snippet, date), the shape `render_search` takes."""
-    out = []
-    for r in data.get("organic_results") or []:
-        if not r.get("link"):
-            continue
-        out.append({"position": r.get("position", len(out) + 1), "title": r.get("title", ""), "link": r["link"],
-                    "snippet": r.get("snippet", ""), **({"date": r["date"]} if r.get("date") else {})})
-    return out
-
+from wdlib.config import Config, WebParams
+from wdlib.evidence import (EXTRACTOR_PROMPT, NO_CONTENT_EVIDENCE, NO_CONTENT_SUMMARY, extractive_evidence,
+                            parse_evidence_json)
+from wdlib.react import REQUIRED_ARGS, TOOL_NAMES, observation, render_search, render_visit
+from wdlib.search import LocalSearch, SearchError, SerpApiSearch
+from wdlib.sites import html_links, html_text, web_dir
+from wdlib.web import LocalWeb
+from wdlib.webserver import LocalWebServer
 
 # ---------------------------------------------------------------- pages
 @dataclass
@@ -223,8 +86,6 @@ def extract_text(html: str, url: str | None = None, extractor: str = "trafilatur
     if len(text.strip()) < 40:  # short or empty: the extractors drop pages that look like navigation
         import lxml.html
 
-        from .web import html_text
-
         try:
             fallback = html_text(lxml.html.fromstring(html))
         except Exception:  # not HTML at all
@@ -250,119 +111,6 @@ async def _public_address(host: str) -> str | None:
     return None
 
 
-# ---------------------------------------------------------------- visit: evidence
-# The extractor prompt of WebDancer's visit tool (its public inference code), asking for JSON
-# {rational, evidence, summary}.
-EXTRACTOR_PROMPT = """Please process the following webpage content and user goal to extract relevant information:
-
-## **Webpage Content**
-{webpage_content}
-
-## **User Goal**
-{goal}
-
-## **Task Guidelines**
-1. **Content Scanning for Rational**: Locate the **specific sections/data** directly related to the user's goal within the webpage content
-2. **Key Extraction for Evidence**: Identify and extract the **most relevant information** from the content, you never miss any important information, output the **full original context** of the content as far as possible, it can be more than three paragraphs.
-3. **Summary Output for Summary**: Organize into a concise paragraph with logical flow, prioritizing clarity and judge the contribution of the information to the goal.
-
-**Final Output Format using JSON format has "rational", "evidence", "summary" fields**
-"""
-
-NO_CONTENT_EVIDENCE = "The provided webpage content could not be accessed. Please check the URL or file format."
-NO_CONTENT_SUMMARY = "The webpage content could not be processed, and therefore, no information is available."
-
-
-def render_visit(url: str, goal: str, evidence: str, summary: str) -> str:
-    return (f"The useful information in {url} for user goal {goal} as follows: \n\n"
-            f"Evidence in page: \n{evidence}\n\nSummary: \n{summary}")
-
-
-def _as_text(value: Any) -> str:
-    if isinstance(value, list):
-        return "\n".join(_as_text(v) for v in value)
-    if isinstance(value, dict):
-        return json.dumps(value, ensure_ascii=False)
-    return "" if value is None else str(value).strip()
-
-
-def parse_evidence_json(text: str) -> dict | None:
-    """{rational, evidence, summary} from a model's reply: tolerates <think> blocks, code fences, prose around the
-    JSON, 'rationale' for 'rational', lists for strings. None when there is no usable evidence or summary."""
-    text = re.sub(r"(?s)^.*?</think>", "", text or "").strip()
-    fenced = re.findall(r"(?s)```(?:json)?\s*(.*?)```", text)
-    candidates = fenced + [text]
-    decoder = json.JSONDecoder()
-    for candidate in candidates:
-        for match in re.finditer(r"\{", candidate):
-            try:
-                obj, _ = decoder.raw_decode(candidate, match.start())
-            except json.JSONDecodeError:
-                continue
-            if isinstance(obj, dict) and ("evidence" in obj or "summary" in obj):
-                out = {"rational": _as_text(obj.get("rational", obj.get("rationale"))),
-                       "evidence": _as_text(obj.get("evidence")), "summary": _as_text(obj.get("summary"))}
-                if out["evidence"] or out["summary"]:
-                    return out
-    # Last resort: a JSON-looking reply that does not parse (unescaped quotes, cut off): take the fields by key.
-    fields = {}
-    for key in ("rational", "evidence", "summary"):
-        m = re.search(rf'"{key}e?"\s*:\s*"(.*?)"\s*(?:,\s*"\w+"\s*:|\}}|$)', text, re.S)
-        if m:
-            fields[key] = m.group(1).replace('\\"', '"').replace("\\n", "\n").strip()
-    if fields.get("evidence") or fields.get("summary"):
-        return {"rational": fields.get("rational", ""), "evidence": fields.get("evidence", ""),
-                "summary": fields.get("summary", "")}
-    return None
-
-
-def _bm25_scores(docs: list[str], query: str):
-    import bm25s
-    import Stemmer
-
-    tokenizer = bm25s.tokenization.Tokenizer(stopwords="en", stemmer=Stemmer.Stemmer("english").stemWord)
-    ids = tokenizer.tokenize(docs, show_progress=False)
-    query_ids = tokenizer.tokenize([query], update_vocab=False, show_progress=False)[0]
-    retriever = bm25s.BM25()
-    retriever.index(ids, show_progress=False)
-    return retriever.get_scores(query_ids) if query_ids else [0.0] * len(docs)
-
-
-def extractive_evidence(text: str, goal: str, budget_tokens: int = 400) -> tuple[str, str]:
-    """(evidence, summary) without a model: the page's passages ranked against the goal with BM25, the best kept
-    in page order within `budget_tokens` (≈0.75 words per token); the summary is the best two sentences."""
-    from .web import passages
-
-    budget_words = max(20, int(budget_tokens * 0.75))
-    chunks = passages(text, max_words=max(20, min(80, budget_words // 3)))  # room for a few passages
-    if not chunks:
-        return "", ""
-    scores = [float(s) for s in _bm25_scores(chunks, goal)]
-    order = sorted(range(len(chunks)), key=lambda i: (-scores[i], i)) if max(scores) > 0 else range(len(chunks))
-    chosen, words = [], 0
-    for i in order:
-        n = len(chunks[i].split())
-        if words + n > budget_words:
-            if not chosen:  # the best passage alone is over budget: keep its head
-                chosen.append(i)
-                words = budget_words
-            continue
-        chosen.append(i)
-        words += n
-    evidence_parts = []
-    for i in sorted(chosen):
-        part = chunks[i]
-        if len(part.split()) > budget_words:
-            part = " ".join(part.split()[:budget_words - 1]) + " ..."
-        evidence_parts.append(part)
-    evidence = "\n\n".join(evidence_parts)
-    best = chunks[order[0]] if max(scores) > 0 else chunks[0]
-    sentences = [s for s in re.split(r"(?<=[.!?])\s+|\n", best) if len(s.split()) >= 3] or [best]
-    sent_scores = [float(s) for s in _bm25_scores(sentences, goal)] if len(sentences) > 1 else [1.0]
-    top = sorted(sorted(range(len(sentences)), key=lambda i: -sent_scores[i])[:2])
-    summary = " ".join(sentences[i].strip() for i in top)
-    summary = " ".join(summary.split()[:80])
-    return evidence, summary
 
 
 def _listish(value: Any) -> Any:
@@ -382,14 +130,14 @@ class Toolbox:
     """Search, visit and fetch over the configured web. A context manager: in local mode entering it loads the
     local web (built once, cached) and starts its loopback server; leaving stops the server."""
 
-    def __init__(self, web_cfg, *, summarizer: Any = None, summarizer_chars: int | None = None,
+    def __init__(self, web_cfg: WebParams, *, summarizer: Any = None, summarizer_chars: int | None = None,
                  summarizer_sampling: dict | None = None, search_backend: Any = None):
         self.cfg = web_cfg
         self.summarizer = summarizer  # any object with `async chat(messages, **sampling) -> reply` (reply.text)
         self.summarizer_chars = summarizer_chars or web_cfg.visit_max_page_chars
         self.summarizer_sampling = summarizer_sampling or {}
         self.web = None  # wdlib.web.LocalWeb, when the local web is used
-        self.server = None  # wdlib.web.LocalWebServer, in local mode
+        self.server = None  # wdlib.webserver.LocalWebServer, in local mode
         self._backend = search_backend
         self._ssl = None
         self._parsed: dict[str, tuple[str, list[str], str]] = {}  # local mode: url → (text, links, html)
@@ -397,13 +145,13 @@ class Toolbox:
         self.stats = {"search": 0, "visit": 0, "fetch": 0, "errors": 0, "summarizer_fallbacks": 0}
 
     @classmethod
-    def from_config(cls, cfg, summarizer: Any = None) -> "Toolbox":
+    def from_config(cls, cfg: Config, summarizer: Any = None) -> "Toolbox":
         """The toolbox for a Config (`cfg.web`). Visit's summarizer is `summarizer` if given, else a client for
         `cfg.models.summarizer` when one is configured; its page budget follows the model's context length."""
         chars = cfg.web.visit_max_page_chars
         spec = cfg.models.summarizer
         if summarizer is None and spec is not None:
-            from .llm import make_client
+            from wdlib.llm import make_client
 
             summarizer = make_client(spec, device=cfg.run.device)
         if summarizer is not None and spec is not None:
@@ -413,18 +161,16 @@ class Toolbox:
 
     # -- lifecycle
     def open(self) -> "Toolbox":
-        from . import web as localweb
-
         needs_web = self.cfg.mode == "local" or self.cfg.search_backend == "local"
         if needs_web and self.web is None:
-            self.web = localweb.LocalWeb.load(self.cfg)
+            self.web = LocalWeb.load(self.cfg)
         if self.cfg.mode == "local" and self.server is None:
-            self.server = localweb.LocalWebServer(self.web).start()
+            self.server = LocalWebServer(self.web).start()
         if self._backend is None:
             if self.cfg.search_backend == "local":
                 self._backend = LocalSearch(self.web, self.cfg.top_k)
             else:
-                self._backend = SerpApiSearch(localweb.web_dir(self.cfg) / "search-cache" / "serpapi",
+                self._backend = SerpApiSearch(web_dir(self.cfg) / "search-cache" / "serpapi",
                                               key_env=self.cfg.serpapi_key_env, top_k=self.cfg.top_k,
                                               timeout_s=self.cfg.live_timeout_s)
         return self
@@ -494,7 +240,7 @@ class Toolbox:
             except SearchError as exc:
                 return f"Search for '{q}' failed: {exc}"
 
-        return _observation(list(await asyncio.gather(*(one(q) for q in queries))))
+        return observation(list(await asyncio.gather(*(one(q) for q in queries))))
 
     async def search_results(self, query: str) -> list[dict]:
         """Structured results of one query (title, link, snippet), for data synthesis."""
@@ -586,8 +332,6 @@ class Toolbox:
             return FetchedPage(url=url, error="too many redirects")
 
     async def _page(self, url: str, status: int, content_type: str, html: str, base: str) -> FetchedPage:
-        from .web import html_links
-
         def parse() -> tuple[str, list[str], str]:
             import lxml.html
 
@@ -634,7 +378,7 @@ class Toolbox:
             return "Error: visit needs at least one URL.\n"
         goal = str(goal).strip()
         self.stats["visit"] += 1
-        return _observation(list(await asyncio.gather(*(self._visit_one(u, goal) for u in urls))))
+        return observation(list(await asyncio.gather(*(self._visit_one(u, goal) for u in urls))))
 
     async def _visit_one(self, url: str, goal: str) -> str:
         page = await self.fetch(url)

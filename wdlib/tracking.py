@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 
-from .config import Config
+from wdlib.config import Config
 
 
 def init_wandb(cfg: Config, job_type: str, **kwargs):

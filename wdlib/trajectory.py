@@ -1,7 +1,8 @@
 """Records: QA pairs and trajectories, JSONL I/O with append + resume by id, WebDancer-sample import.
 
 Records are appended one per line as they are produced, so a killed stage resumes where it stopped:
-`done_ids(path)` tells which ids are finished; a half-written last line (killed mid-write) is ignored.
+`done_ids(path)` tells which ids are finished; a half-written last line (killed mid-write) is ignored. Ids are
+content-derived (`stable_id`, `trajectory_id`), so a re-run finds its own earlier records.
 """
 
 from __future__ import annotations
@@ -19,6 +20,16 @@ FINISH_REASONS = ("answer", "max_turns", "max_tokens", "error")
 def stable_id(*parts: Any, n: int = 12) -> str:
     """Deterministic short id from content (same question → same id across runs)."""
     return hashlib.sha1(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:n]
+
+
+def question_id(question: str) -> str:
+    """The qa_id of a trajectory whose question has no QA pair id."""
+    return stable_id(question)
+
+
+def trajectory_id(qa_id: str, sample: int, model: str, source: str = "agent") -> str:
+    """The id of sample `sample` of question `qa_id` by `model`: what a finished trajectory is recorded under."""
+    return stable_id(qa_id, sample, source, model)
 
 
 @dataclass
@@ -71,9 +82,9 @@ class Trajectory:
 
     def __post_init__(self):
         if not self.qa_id:
-            self.qa_id = stable_id(self.question)
+            self.qa_id = question_id(self.question)
         if not self.id:
-            self.id = stable_id(self.qa_id, self.sample, self.source, self.model)
+            self.id = trajectory_id(self.qa_id, self.sample, self.model, self.source)
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -194,3 +205,14 @@ def load_qa(path: str | Path) -> list[QAPair]:
 
 def load_webdancer(path: str | Path) -> list[Trajectory]:
     return [Trajectory.from_webdancer(r) for r in read_jsonl(path)]
+
+
+def load_sample_qa(path: str | Path) -> list[dict[str, str]]:
+    """WebDancer's released `sample_qa.jsonl` (question, answer, tag): {"question", "answer", "tag", "line"} for each
+    record with a question and an answer (a list answer gives its first item), in file order."""
+    records = []
+    for line, r in enumerate(read_jsonl(path), 1):
+        answer = _first_answer(r.get("answer"))
+        if r.get("question") and answer not in (None, ""):
+            records.append({"question": r["question"], "answer": answer, "tag": r.get("tag"), "line": line})
+    return records

@@ -18,6 +18,7 @@ from html import escape
 from pathlib import Path
 from typing import Iterable
 
+from wdlib.react import parse_turn
 from wdlib.trajectory import Trajectory, read_jsonl
 
 CSS = """
@@ -62,14 +63,6 @@ def as_trajectory(traj: Trajectory | dict) -> Trajectory:
     raise TypeError(f"cannot render {type(traj).__name__} as a trajectory")
 
 
-def _turn_error(text: str) -> str | None:
-    try:
-        from wdlib.agent import parse_turn
-    except ImportError:  # the viewer still renders without the agent module
-        return None
-    return parse_turn(text).error
-
-
 def _pretty_call(body: str) -> str:
     try:
         return json.dumps(json.loads(body), ensure_ascii=False, indent=1)
@@ -78,7 +71,7 @@ def _pretty_call(body: str) -> str:
 
 
 def _assistant(text: str, index: int, thinking: str | None = None) -> str:
-    error = _turn_error(text)
+    error = parse_turn(text).error
     parts = [f'<div class="turn{" err" if error else ""}"><div class="label">turn {index}</div>']
     if thinking:  # a reasoning model's separate reasoning_content (if the record kept it)
         parts.append(f'<div class="think">{escape(thinking.strip())}</div>')

@@ -3,7 +3,7 @@
 A 135M model SFT-ed on a few long WebDancer samples alone never emits a well-formed episode: every reward is 0 and
 dynamic sampling drops every group. So the policy DAPO starts from must be *sometimes* in format. Default mode:
   1. crawls a little of the local web and writes ~44 template CrawlQA pairs (`wdlib.synthesis.template_qa`);
-  2. writes one short scripted demonstration per pair with the real tools (`wdlib.demos.scripted_trajectories`),
+  2. writes one short scripted demonstration per pair with the real tools (`wdlib.synthesis.demos.scripted_trajectories`),
      except for the --questions pairs DAPO trains and is measured on (held out from SFT);
   3. SFTs the tiny model on them in-process (`wdlib.sft.train`, short max_length);
 then rolls out a fixed set of questions (same sampling: DAPO temperature, fixed seed) with the SFT model, runs N DAPO
@@ -26,7 +26,8 @@ import torch
 
 from wdlib import config
 from wdlib.aio import run_sync
-from wdlib.dapo import AgentRollout, prompt_messages, train
+from wdlib.dapo import AgentRollout, train
+from wdlib.react import prompt_messages
 from wdlib.llm import TransformersClient
 from wdlib.rewards import answer_scores, format_score
 from wdlib.tools import Toolbox
@@ -64,8 +65,9 @@ def local_qa(cfg, n: int, max_pages: int, seed: int):
 
 def scripted_sft(cfg, qa, steps: int, lr: float, max_length: int, visit: float) -> str:
     """Scripted demonstrations of `qa` → in-process SFT of models.policy; returns the checkpoint path."""
-    from wdlib import demos, sft
-    from wdlib.rewards import check_format
+    from wdlib import sft
+    from wdlib.react import check_format
+    from wdlib.synthesis import demos
 
     with Toolbox.from_config(cfg) as toolbox:
         episodes = run_sync(demos.scripted_trajectories(qa, toolbox, visit=visit, seed=cfg.run.seed))

@@ -31,7 +31,8 @@ from pathlib import Path
 import torch
 
 from wdlib import config, models
-from wdlib.dapo import build_trainer, load_questions, prompt_dataset, prompt_messages
+from wdlib.dapo import build_trainer, load_questions, prompt_dataset
+from wdlib.react import prompt_messages
 from wdlib.trajectory import load_qa
 from wdlib.llm import TransformersClient
 from wdlib.tools import Toolbox
@@ -231,7 +232,7 @@ def main() -> None:
 
     model_path = args.model or init_model_path(cfg)
     qa = load_questions(cfg)
-    held_out = cfg.run_dir / "qa_eval.jsonl"
+    held_out = cfg.paths.qa_eval
     if len(qa) < args.prompts and held_out.is_file():  # a smoke run has 6 training questions: top up
         qa += load_qa(held_out)
     qa = qa[: args.prompts]

@@ -4,12 +4,12 @@ A 135M model cannot learn WebDancer's format from a handful of long real traject
 emits a well-formed episode, every DAPO reward is 0 and dynamic sampling drops every group. These episodes teach the
 format at that scale. Each one uses the agent's exact prompts and the real tools: it searches a query read off the
 question, sometimes visits a page, and answers the gold answer. The answer is copied, not found by reasoning, so
-this is NOT a substitute for teacher trajectories (`wdlib.synthesis.sample_trajectories`) at scale;
+this is NOT a substitute for teacher trajectories (`wdlib.synthesis.trajectories`) at scale;
 `trajectories.format_demos.num` is 0 except in the CPU smoke params.
 
 `write_format_demos(cfg, pages, toolbox, exclude)` is what notebook 01 calls: template CrawlQA over the crawl (none
 of the run's own QA, so evaluation and RL questions are never demonstrated) → one scripted episode each →
-`<run>/format_demos.jsonl`, which the SFT stage reads as one more source.
+`cfg.paths.format_demos` (`<run>/format_demos.jsonl`), which the SFT stage reads as one more source.
 """
 
 from __future__ import annotations
@@ -18,15 +18,15 @@ import asyncio
 import json
 import random
 import re
-from pathlib import Path
 from typing import Any, Iterable
 
-from wdlib.agent import system_prompt, tool_response, user_prompt
-from wdlib.synthesis import Page, parse_search_results, template_qa
-from wdlib.tools import RESULT_SEPARATOR
+from wdlib.config import Config
+from wdlib.react import RESULT_SEPARATOR, parse_search_results, prompt_messages, tool_response
+from wdlib.synthesis.crawl import CrawledPage
+from wdlib.synthesis.crawlqa import template_qa
+from wdlib.synthesis.qa import QUOTED
 from wdlib.trajectory import QAPair, Trajectory, load_trajectories, write_jsonl
 
-_QUOTED = re.compile(r"[“\"]([^”\"]{2,80})[”\"]")
 _QUESTION_WORDS = {"what", "which", "who", "whom", "whose", "when", "where", "why", "how", "many", "much", "is", "are",
                    "was", "were", "does", "do", "did", "the", "a", "an", "of", "on", "in", "to", "for", "and", "or",
                    "it", "its", "that", "this", "page", "have", "has", "by", "with", "from"}
@@ -34,7 +34,7 @@ _QUESTION_WORDS = {"what", "which", "who", "whom", "whose", "when", "where", "wh
 
 def scripted_query(question: str, max_words: int = 10) -> str:
     """A search query read off the question: its quoted names (“…”) if any, else its first content words."""
-    quoted = _QUOTED.findall(question)
+    quoted = QUOTED.findall(question)
     if quoted:
         return " ".join(quoted)
     words = [w for w in re.findall(r"[\w.+#-]+", question) if w.lower() not in _QUESTION_WORDS]
@@ -68,8 +68,7 @@ def _assistant_turn(think: str, *, call: dict | None = None, answer: str | None 
 async def scripted_trajectory(qa: QAPair, toolbox: Any, *, visit: bool = False, max_results: int = 3,
                               max_observation_chars: int = 1200, date: str | None = None) -> Trajectory:
     """One short, well-formed WebDancer episode for `qa` (see `scripted_trajectories`)."""
-    messages = [{"role": "system", "content": system_prompt(date)},
-                {"role": "user", "content": user_prompt(qa.question)}]
+    messages = prompt_messages(qa.question, date)
     calls = []
 
     async def act(think: str, call: dict) -> str:
@@ -102,12 +101,12 @@ async def scripted_trajectories(qa_pairs: Iterable[QAPair], toolbox: Any, *, vis
                                 seed: int = 0, concurrency: int = 8) -> list[Trajectory]:
     """Scripted demonstrator: one short, well-formed episode per QA pair, written by a script, not a model.
 
-    Each episode uses the agent's exact prompts (`wdlib.agent.system_prompt` / `user_prompt`) and real tools:
+    Each episode uses the agent's exact prompts (`wdlib.react.prompt_messages`) and real tools:
     turn 1 thinks briefly and calls `search` with a query read off the question (`scripted_query`); the real
     observation (`toolbox.call`, capped to the first `max_results` results and `max_observation_chars`) comes back as
     the agent's `<tool_response>` user turn; with probability `visit` (a bool: always/never) a second turn visits the
     first evidence URL (or the top result) with the question as goal; the last turn answers the gold answer.
-    Every assistant turn passes `wdlib.agent.parse_turn` and `wdlib.rewards.check_format` accepts the episode.
+    Every assistant turn passes `wdlib.react.parse_turn` and `wdlib.react.check_format` accepts the episode.
 
     See the module docstring for why these exist and what they are not.
     """
@@ -124,16 +123,12 @@ async def scripted_trajectories(qa_pairs: Iterable[QAPair], toolbox: Any, *, vis
     return list(await asyncio.gather(*(one(q, v) for q, v in zip(qa_pairs, visits))))
 
 
-def format_demos_path(cfg: Any) -> Path:
-    return cfg.run_dir / "format_demos.jsonl"
-
-
-async def write_format_demos(cfg: Any, pages: list[Page], toolbox: Any,
+async def write_format_demos(cfg: Config, pages: list[CrawledPage], toolbox: Any,
                              exclude: Iterable[str] = ()) -> list[Trajectory]:
     """`trajectories.format_demos.num` scripted episodes over template QA from `pages`, skipping questions in
-    `exclude`; written to `format_demos_path(cfg)`. A file written with the same settings is reused."""
+    `exclude`; written to `cfg.paths.format_demos`. A file written with the same settings is reused."""
     d = cfg.trajectories.format_demos
-    path = format_demos_path(cfg)
+    path = cfg.paths.format_demos
     stamp = path.with_suffix(".settings.json")
     settings = {**d.model_dump(), "pages": len(pages), "seed": cfg.run.seed}
     if path.is_file() and stamp.is_file() and json.loads(stamp.read_text()) == settings:

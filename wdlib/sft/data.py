@@ -1,8 +1,8 @@
-"""SFT: fine-tune the policy on agent trajectories, with tool responses (observations) masked from the loss.
+"""SFT data: agent trajectories → conversations → tokens and the loss mask, with tool responses (observations)
+masked from the loss.
 
-Data path, top to bottom:
-  trajectories (ours: `<run_dir>/sft_data.jsonl`; scripted format demonstrations `<run_dir>/format_demos.jsonl` when
-  notebook 01 wrote them (CPU smoke scale, `wdlib.demos`); WebDancer's released samples when `sft.include_external`)
+  trajectories (ours: `cfg.paths.sft_data`; scripted format demonstrations `cfg.paths.format_demos` when notebook 01
+  wrote them (CPU smoke scale, `wdlib.synthesis.demos`); WebDancer's released samples when `sft.include_external`)
   → ChatML conversations (tool responses are *user* turns `<tool_response>…</tool_response>`)
   → `encode()`: the chat template TRL trains with (its Qwen2.5 training template, with `{% generation %}` markers)
     renders and tokenizes each conversation and returns the assistant mask (1 = trained: every assistant token
@@ -11,31 +11,21 @@ Data path, top to bottom:
   → a pre-tokenized dataset (`input_ids`, `assistant_masks`) that TRL's `SFTTrainer` consumes as is: it turns
     `assistant_masks` into `labels` (-100 where 0) and does no tokenization of its own. So `loss_mask()` (= `encode()`
     unpacked) is exactly what the trainer trains on; tests/test_sft.py checks the trainer's labels against it.
-
-Training: TRL `SFTTrainer`, full fine-tune or LoRA (peft), `backend: hf | unsloth` (unsloth only on a CUDA GPU), bf16
-on GPU, fp32 + `use_cpu` on CPU, resume from the latest checkpoint in the run folder. The final model + tokenizer go
-to `checkpoint_path(cfg)` = `<run_dir>/checkpoints/sft`, which the DAPO and evaluation stages load.
-Multi-GPU: `run(cfg)` re-launches this module under `accelerate launch` (`python -m wdlib.sft --params FILE`).
 """
 
 from __future__ import annotations
 
-import argparse
 import copy
 import html
-import json
-import os
 import random
 import re
 from collections import Counter
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-from . import models, tracking
-from .config import Config, load as load_config
-from .demos import format_demos_path
-from .trajectory import Trajectory, load_trajectories, load_webdancer
+from wdlib.config import Config
+from wdlib.react import prompt_messages
+from wdlib.trajectory import Trajectory, load_trajectories, load_webdancer
 
 TRUNCATION_MARK = "\n[... observation truncated to fit the training length]"
 MIN_OBSERVATION_TOKENS = 64  # a shortened observation keeps at least this many tokens of its head
@@ -44,26 +34,6 @@ _RESPONSE_WRAP = re.compile(r"^(\s*<tool_response>\n?)(.*?)(\n?</tool_response>\
 
 class NoSFTData(RuntimeError):
     """There is nothing to train on; the message says where we looked."""
-
-
-# ---------------------------------------------------------------- paths
-def checkpoint_path(cfg: Config) -> Path:
-    """Final SFT model + tokenizer: what DAPO (`dapo.init: sft`) and evaluation (`checkpoints: [sft]`) load."""
-    return cfg.run_dir / "checkpoints" / "sft"
-
-
-def trainer_output_dir(cfg: Config) -> Path:
-    """Intermediate `checkpoint-N` folders (optimizer state included): what a resumed run continues from."""
-    return cfg.run_dir / "checkpoints" / "sft-trainer"
-
-
-def data_path(cfg: Config) -> Path:
-    """Our own filtered trajectories, written by notebook 01."""
-    return cfg.run_dir / "sft_data.jsonl"
-
-
-def stats_path(cfg: Config) -> Path:
-    return cfg.run_dir / "sft_stats.json"
 
 
 # ---------------------------------------------------------------- trajectories → conversations
@@ -89,15 +59,12 @@ def to_conversation(traj: Trajectory) -> list[dict[str, str]] | None:
 
 
 def reprompt(conv: list[dict[str, str]], question: str) -> list[dict[str, str]]:
-    """The conversation under the prompts our agent uses at inference (`wdlib.agent.system_prompt/user_prompt`,
+    """The conversation under the prompts our agent uses at inference (`wdlib.react.prompt_messages`,
     same tool schemas as WebDancer's), so the policy learns the format under the prompt it will be run with. The
     original date line is kept, so the text does not change from day to day."""
-    from .agent import system_prompt, user_prompt
-
     date = re.search(r"Current date:\s*(\S+)", conv[0]["content"]) if conv[0]["role"] == "system" else None
     rest = conv[2:] if conv[0]["role"] == "system" else conv[1:]
-    return [{"role": "system", "content": system_prompt(date.group(1) if date else None)},
-            {"role": "user", "content": user_prompt(question)}] + rest
+    return prompt_messages(question, date.group(1) if date else None) + rest
 
 
 def load_conversations(cfg: Config) -> tuple[list[list[dict[str, str]]], dict[str, Any]]:
@@ -121,13 +88,13 @@ def load_conversations(cfg: Config) -> tuple[list[list[dict[str, str]]], dict[st
             n += 1
         stats["sources"][source] = n
 
-    ours = data_path(cfg)
+    ours = cfg.paths.sft_data
     if ours.is_file():
         add(load_trajectories(ours), "run")
     else:
         stats["messages"].append(f"no trajectories of this run yet ({ours} missing: run notebook 01 first)")
         stats["sources"]["run"] = 0
-    demos = format_demos_path(cfg)
+    demos = cfg.paths.format_demos
     if demos.is_file():  # scripted format demonstrations (CPU smoke scale, `trajectories.format_demos`)
         add(load_trajectories(demos), "format_demos")
     if cfg.sft.include_external:
@@ -316,228 +283,3 @@ def mask_html(input_ids: list[int], mask: list[int], tokenizer, max_tokens: int 
     more = "" if max_tokens is None or len(input_ids) <= max_tokens else f"\n… {len(input_ids) - max_tokens} more tokens"
     return ('<div style="font-family:monospace;font-size:12px;white-space:pre-wrap;border:1px solid #ddd;'
             f'padding:6px;max-height:600px;overflow:auto">{"".join(spans)}{html.escape(more)}</div>')
-
-
-# ---------------------------------------------------------------- model and trainer
-def prepare_backend(cfg: Config) -> None:
-    """Import unsloth first when it is the backend (it patches transformers/TRL on import); clear error on CPU."""
-    if cfg.sft.backend != "unsloth":
-        return
-    import torch
-
-    if not torch.cuda.is_available():
-        raise RuntimeError("sft.backend: unsloth needs a CUDA GPU (none here); use sft.backend: hf on CPU")
-    import unsloth  # noqa: F401  (guarded: never imported on CPU)
-
-
-def _init_name(cfg: Config) -> str:
-    return cfg.sft.init or cfg.models.policy.name
-
-
-def load_model_and_tokenizer(cfg: Config, device: str):
-    """(model, tokenizer, peft_config) for the configured backend: hf gives the model as a path for SFTTrainer to
-    load, and a peft LoraConfig with `sft.lora`; unsloth gives its loaded (and LoRA-wrapped) model."""
-    s = cfg.sft
-    if s.backend == "unsloth":
-        prepare_backend(cfg)
-        from unsloth import FastLanguageModel
-
-        model, tokenizer = FastLanguageModel.from_pretrained(
-            model_name=models.resolve(_init_name(cfg)), max_seq_length=s.max_length, dtype=None,
-            load_in_4bit=False, full_finetuning=not s.lora)
-        if s.lora:
-            model = FastLanguageModel.get_peft_model(
-                model, r=s.lora_r, lora_alpha=s.lora_alpha, lora_dropout=0.0,
-                target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
-                use_gradient_checkpointing="unsloth" if s.gradient_checkpointing else False,
-                random_state=cfg.run.seed)
-        if tokenizer.pad_token is None:
-            tokenizer.pad_token = tokenizer.eos_token
-        return model, tokenizer, None
-
-    tokenizer = models.load_tokenizer(_init_name(cfg))
-    # A path, not a loaded model: SFTTrainer creates the model itself after the accelerate/DeepSpeed state exists
-    # (ZeRO-3 init, one device per process), in `model_init_kwargs`' dtype (see training_args).
-    model = models.resolve(_init_name(cfg))
-    peft_config = None
-    if s.lora:
-        from peft import LoraConfig
-
-        peft_config = LoraConfig(r=s.lora_r, lora_alpha=s.lora_alpha, lora_dropout=0.05, target_modules="all-linear",
-                                 task_type="CAUSAL_LM")
-    return model, tokenizer, peft_config
-
-
-def training_args(cfg: Config, device: str, load_model: bool = True):
-    """TRL SFTConfig; `load_model`: the trainer loads the model from a path (fp32 on CPU, bf16 on GPU)."""
-    from trl import SFTConfig
-
-    s = cfg.sft
-    on_gpu = device.startswith("cuda")
-    dtype = ("bfloat16" if cfg.models.policy.dtype == "auto" else cfg.models.policy.dtype) if on_gpu else "float32"
-    return SFTConfig(
-        model_init_kwargs={"dtype": dtype} if load_model else None,
-        output_dir=str(trainer_output_dir(cfg)),
-        learning_rate=s.learning_rate,
-        num_train_epochs=s.num_train_epochs,
-        max_steps=s.max_steps,
-        per_device_train_batch_size=s.per_device_train_batch_size,
-        gradient_accumulation_steps=s.gradient_accumulation_steps,
-        warmup_steps=s.warmup_ratio,  # transformers 5: a float < 1 is a ratio of the total steps
-        logging_steps=s.logging_steps,
-        save_steps=s.save_steps,
-        save_total_limit=s.save_total_limit,
-        gradient_checkpointing=s.gradient_checkpointing,
-        max_length=s.max_length,  # already enforced by encode(); TRL's own truncation is then a no-op
-        packing=s.packing,
-        assistant_only_loss=False,  # the mask comes pre-computed in `assistant_masks` (see the module docstring)
-        bf16=on_gpu,
-        use_cpu=not on_gpu,
-        optim="adamw_torch_fused",  # fused AdamW also exists on CPU: ~8x faster per step than the for-loop one
-        report_to=tracking.report_to(cfg),
-        run_name=f"{cfg.run.name}-sft",
-        seed=cfg.run.seed,
-        save_only_model=False,  # keep optimizer state so a resumed run continues exactly
-    )
-
-
-def make_trainer(cfg: Config, dataset, model, tokenizer, peft_config=None, device: str = "cpu"):
-    from trl import SFTTrainer
-
-    from . import trl_compat
-
-    trl_compat.install()  # TRL 1.15's SFT loss also goes through the Triton-only fused lm-head (no-op with Triton)
-    return SFTTrainer(model=model, args=training_args(cfg, device, load_model=isinstance(model, str)),
-                      train_dataset=dataset, processing_class=tokenizer, peft_config=peft_config)
-
-
-def last_checkpoint(cfg: Config) -> str | None:
-    from transformers.trainer_utils import get_last_checkpoint
-
-    out = trainer_output_dir(cfg)
-    return get_last_checkpoint(str(out)) if out.is_dir() else None
-
-
-def _save_final(cfg: Config, trainer, tokenizer) -> Path:
-    """Save a plain (merged) model + tokenizer that `from_pretrained` loads, plus the trainer state (loss log)."""
-    final = checkpoint_path(cfg)
-    s = cfg.sft
-    if s.lora and s.backend == "unsloth":
-        trainer.model.save_pretrained_merged(str(final), tokenizer, save_method="merged_16bit")
-    elif s.lora:
-        adapter = final.with_name("sft-adapter")
-        trainer.save_model(str(adapter))  # gathers shards under ZeRO-3; only the main process writes
-        if trainer.accelerator.is_main_process:
-            from peft import PeftModel
-
-            base = models.load_model(_init_name(cfg), dtype="bfloat16" if trainer.args.bf16 else "float32",
-                                     device="cpu")
-            PeftModel.from_pretrained(base, str(adapter)).merge_and_unload().save_pretrained(str(final))
-            tokenizer.save_pretrained(str(final))
-    else:
-        trainer.save_model(str(final))  # model + processing_class (the tokenizer, with its inference template)
-    if trainer.accelerator.is_main_process:
-        trainer.state.save_to_json(str(final / "trainer_state.json"))
-    return final
-
-
-@dataclass
-class SFTResult:
-    checkpoint: Path
-    data: dict[str, Any]  # build_dataset statistics + sources
-    log_history: list[dict[str, Any]]
-    metrics: dict[str, Any]
-
-
-def train(cfg: Config, conversations: list[list[dict[str, str]]] | None = None) -> SFTResult:
-    """The whole stage in this process: data → trainer → train (resuming) → final checkpoint + stats."""
-    from transformers import set_seed
-
-    from .launch import finished
-
-    resume = last_checkpoint(cfg) if cfg.sft.resume else None
-    if finished("sft", resume, cfg.sft.max_steps, stats_path(cfg), checkpoint_path(cfg) / "trainer_state.json"):
-        return load_result(cfg)
-    prepare_backend(cfg)
-    set_seed(cfg.run.seed)
-    device = models.pick_device(cfg.run.device)
-    sources = {}
-    if conversations is None:
-        conversations, sources = load_conversations(cfg)
-    model, tokenizer, peft_config = load_model_and_tokenizer(cfg, device)
-    dataset, data_stats = build_dataset(conversations, tokenizer, cfg.sft.max_length, cfg.sft.truncation)
-    data_stats["sources"] = sources
-    if len(dataset) == 0:
-        raise NoSFTData(f"all {len(conversations)} conversations were dropped at sft.max_length={cfg.sft.max_length}"
-                        " (too long even with observations shortened): raise sft.max_length")
-    if cfg.sft.max_examples is not None and len(dataset) > cfg.sft.max_examples:
-        dataset = dataset.shuffle(seed=cfg.run.seed).select(range(cfg.sft.max_examples))
-    data_stats["examples_used"] = len(dataset)
-    main_process = int(os.environ.get("RANK", "0")) == 0
-    wandb_run = tracking.init_wandb(cfg, "sft") if cfg.wandb.mode != "disabled" and main_process else None
-    trainer = make_trainer(cfg, dataset, model, tokenizer, peft_config, device)
-    if resume:
-        print(f"resuming SFT from {resume}")
-    out = trainer.train(resume_from_checkpoint=resume)
-    final = _save_final(cfg, trainer, tokenizer)
-    result = SFTResult(final, data_stats, list(trainer.state.log_history), dict(out.metrics))
-    if trainer.accelerator.is_main_process:
-        stats_path(cfg).write_text(json.dumps({"checkpoint": str(final), "data": data_stats,
-                                               "metrics": result.metrics, "resumed_from": resume}, indent=2))
-    if wandb_run is not None:
-        wandb_run.finish()
-    del trainer, model
-    if device.startswith("cuda"):  # leave the GPU to the next cell (the sanity check, DAPO's vLLM)
-        import gc
-
-        import torch
-
-        gc.collect()
-        torch.cuda.empty_cache()
-    return result
-
-
-# ---------------------------------------------------------------- multi-GPU launch
-def load_result(cfg: Config) -> SFTResult:
-    """The result of a finished run, read back from the run folder (after a subprocess launch)."""
-    final = checkpoint_path(cfg)
-    stats = json.loads(stats_path(cfg).read_text())
-    state = json.loads((final / "trainer_state.json").read_text())
-    return SFTResult(final, stats["data"], state["log_history"], stats["metrics"])
-
-
-def run(cfg: Config) -> SFTResult:
-    """In-process when one process is configured; else `accelerate launch` this module as a subprocess."""
-    if cfg.sft.num_processes <= 1:
-        return train(cfg)
-    from .launch import launch
-
-    launch(cfg, "sft")
-    return load_result(cfg)
-
-
-# ---------------------------------------------------------------- plots
-def loss_figure(log_history: list[dict[str, Any]], title: str = "SFT training loss"):
-    import plotly.graph_objects as go
-
-    points = [(h["step"], h["loss"]) for h in log_history if "loss" in h]
-    fig = go.Figure(go.Scatter(x=[p[0] for p in points], y=[p[1] for p in points], mode="lines+markers",
-                               name="loss"))
-    fig.update_layout(title=title, xaxis_title="optimizer step", yaxis_title="loss (assistant tokens)",
-                      template="plotly_white")
-    return fig
-
-
-# ---------------------------------------------------------------- CLI (what `accelerate launch -m wdlib.sft` runs)
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="SFT with observation masking (WebDancer)")
-    parser.add_argument("--params", required=True, help="params YAML (e.g. params/7b.yaml)")
-    args = parser.parse_args(argv)
-    result = train(load_config(args.params))
-    if int(os.environ.get("RANK", "0")) == 0:
-        print(format_stats(result.data))
-        print(f"saved {result.checkpoint}")
-
-
-if __name__ == "__main__":
-    main()

@@ -1,6 +1,6 @@
 """The trajectory filter funnel: validity → correctness → quality (WebDancer §3.2).
 
-- validity: the whole episode is in WebDancer's ReAct format (`wdlib.rewards.check_format`: every assistant turn
+- validity: the whole episode is in WebDancer's ReAct format (`wdlib.react.check_format`: every assistant turn
   parses, tool calls are valid JSON naming a known tool with its required arguments, each call is answered by a
   `<tool_response>`, the episode ends in an `<answer>`).
 - correctness: the judge (`wdlib.judge.judge_answer`, rules or LLM per `judge.mode`) accepts the prediction against
@@ -11,9 +11,9 @@
       turns (words = lowercase `\\w+` runs; n-grams are counted inside each turn, never across a turn boundary,
       and summed over turns; tool-call JSON counts too, so an agent looping on the same call is caught);
     * grounding (`filters.require_supported_answer`): the answer appears in some tool response — see
-      `answer_supported`: in lowercase words (articles dropped, "72,067" = "72067"), the prediction (or the gold)
-      occurs as a phrase in the observations, or at least `filters.support_min_recall` of its content words occur in them. An answer given
-      without any tool response is unsupported;
+      `answer_supported`: in normalised words (`wdlib.text.normalize_answer`; "72,067" = "72067"), the prediction
+      (or the gold) occurs as a phrase in the observations, or at least `filters.support_min_recall` of its content
+      words (`wdlib.text.STOPWORDS` left out) occur in them. An answer given without any tool response is unsupported;
     * optional (`filters.llm_quality_check`): an LLM reviewer (the judge client) rates non-redundancy, goal alignment
       and logic; its reply ends in `keep: yes|no`; no verdict counts as a drop.
 
@@ -32,8 +32,10 @@ from typing import Any, Iterable
 from tqdm.auto import tqdm
 
 from wdlib.aio import run_sync
+from wdlib.config import Config, JudgeParams
 from wdlib.judge import judge_many, parse_yes_no
-from wdlib.rewards import check_format
+from wdlib.react import check_format
+from wdlib.text import STOPWORDS, normalize_answer
 from wdlib.trajectory import Trajectory
 
 STAGES = ("validity", "correctness", "quality")
@@ -89,16 +91,10 @@ def max_ngram_count(texts: Iterable[str] | str, n: int) -> tuple[int, str]:
     return count, " ".join(gram)
 
 
-# Function words ignored when measuring how much of an answer the observations contain.
-_STOPWORDS = frozenset(
-    "of in on at to for by with from and or but is are was were be been it its as that this which who whom whose "
-    "what when where how than then there their his her he she they them we you i not no".split())
-
-
 def _words(text: str | None) -> list[str]:
-    """Lowercase word tokens, articles dropped, thousands separators joined ("72,067" → "72067")."""
-    text = re.sub(r"(?<=\d),(?=\d)", "", (text or "").lower())
-    return [w for w in re.findall(r"\w+", text) if w not in ("a", "an", "the")]
+    """The normalised words of `text` (any non-word character a word break), thousands separators joined
+    ("72,067" → "72067")."""
+    return normalize_answer(re.sub(r"(?<=\d),(?=\d)", "", text or ""), word_breaks=r"\W").split()
 
 
 def answer_support(answer: str | None, observations: list[str]) -> float:
@@ -110,7 +106,7 @@ def answer_support(answer: str | None, observations: list[str]) -> float:
     seen_words = _words("\n".join(observations))
     if f" {' '.join(words)} " in f" {' '.join(seen_words)} ":
         return 1.0
-    content = [w for w in words if w not in _STOPWORDS] or words
+    content = [w for w in words if w not in STOPWORDS] or words
     seen = set(seen_words)
     return sum(w in seen for w in content) / len(content)
 
@@ -163,7 +159,7 @@ def _render(traj: Trajectory, max_chars: int = 1200) -> str:
     return "\n\n".join(lines)
 
 
-async def llm_quality(traj: Trajectory, client: Any, cfg: Any) -> dict[str, Any]:
+async def llm_quality(traj: Trajectory, client: Any, cfg: Config | JudgeParams) -> dict[str, Any]:
     jcfg = getattr(cfg, "judge", cfg)
     prompt = QUALITY_PROMPT.format(question=traj.question, gold=traj.gold, trajectory=_render(traj))
     reply = await client.chat([{"role": "user", "content": prompt}], temperature=jcfg.temperature,
@@ -173,7 +169,7 @@ async def llm_quality(traj: Trajectory, client: Any, cfg: Any) -> dict[str, Any]
     return {"keep": keep, "ratings": ratings, "raw": reply.text}
 
 
-def check_quality(traj: Trajectory, cfg: Any) -> dict[str, Any]:
+def check_quality(traj: Trajectory, cfg: Config) -> dict[str, Any]:
     """Repetition and grounding checks (the LLM review, if on, is added by the funnel)."""
     fcfg = cfg.filters
     assistant, observations = _episode(traj)
@@ -195,7 +191,7 @@ def _needs_judging(traj: Trajectory, rejudge: bool) -> bool:
     return traj.gold is not None and (rejudge or traj.judge.get("correct") is None)
 
 
-async def afilter(trajectories: list[Trajectory], cfg: Any, client: Any = None, *, rejudge: bool | None = None,
+async def afilter(trajectories: list[Trajectory], cfg: Config, client: Any = None, *, rejudge: bool | None = None,
                   concurrency: int | None = None, progress: bool = True) -> list[Trajectory]:
     """Run every stage on every trajectory, setting `traj.filters` (and `traj.judge` where it judged). In place."""
     fcfg = cfg.filters
@@ -265,14 +261,14 @@ def funnel_counts(trajectories: list[Trajectory]) -> dict[str, Any]:
     return counts
 
 
-async def arun_funnel(trajectories: Iterable[Trajectory], cfg: Any, client: Any = None,
+async def arun_funnel(trajectories: Iterable[Trajectory], cfg: Config, client: Any = None,
                       **kwargs: Any) -> tuple[list[Trajectory], dict[str, Any]]:
     trajectories = list(trajectories)
     await afilter(trajectories, cfg, client, **kwargs)
     return [t for t in trajectories if t.filters["kept"]], funnel_counts(trajectories)
 
 
-def run_funnel(trajectories: Iterable[Trajectory], cfg: Any, client: Any = None,
+def run_funnel(trajectories: Iterable[Trajectory], cfg: Config, client: Any = None,
                **kwargs: Any) -> tuple[list[Trajectory], dict[str, Any]]:
     """Filter trajectories (verdicts set in place): (kept trajectories, funnel counts for funnel.json).
 

@@ -1,0 +1,257 @@
+"""Evaluation report: `summarize` (every metric in one dict, `eval/summary.json`, with the paper's published rows),
+tables in the paper's shape (`paper_table`, `write_tables` → `eval/tables.md`), the per-question drill-down page
+linked to the trajectory viewer, and the wandb log.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import logging
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+from wdlib.config import Config, ModelSpec
+from wdlib.evaluate.benchmarks import Benchmark
+from wdlib.evaluate.metrics import correct, load_results, score_model
+from wdlib.labels import BENCHMARK_TITLES, LEVEL_TITLES, STAGES, metric_names, model_title
+from wdlib.trajectory import read_jsonl
+from wdlib.viewer import write_html
+
+log = logging.getLogger(__name__)
+
+
+def summarize(cfg: Config, benchmarks: dict[str, Benchmark], models: dict[str, ModelSpec],
+              skipped: dict[str, str] | None = None, write: bool = True) -> dict[str, Any]:
+    """All metrics in one dict; written to eval/summary.json."""
+    summary = {
+        "run": cfg.run.name, "params": cfg.source, "k": cfg.eval.runs, "judge": cfg.judge.mode,
+        "sampling": {"temperature": cfg.eval.temperature, "top_p": cfg.eval.top_p, "max_turns": cfg.eval.max_turns},
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "models": {label: {"name": spec.name, "backend": spec.backend, "title": model_title(label),
+                           # a checkpoint's backbone is the policy it was trained from
+                           "backbone": cfg.models.policy.name if label in STAGES else spec.name}
+                   for label, spec in models.items()},
+        "benchmarks": {name: {"levels": b.levels, "counts": b.level_counts(), "note": b.note,
+                              "results": {label: score_model(cfg, b, label) for label in models}}
+                       for name, b in benchmarks.items()},
+        "skipped": dict(skipped or {}),
+        "published": {"source": PUBLISHED_SOURCE, "pass@1": {f"{b} | {f}": v for (b, f), v in PUBLISHED.items()}},
+    }
+    if write:
+        path = cfg.paths.eval_summary
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(_clean(summary), indent=2, ensure_ascii=False))
+    return summary
+
+
+def _clean(obj: Any) -> Any:
+    """NaN → None so summary.json is strict JSON."""
+    if isinstance(obj, float) and math.isnan(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: _clean(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_clean(v) for v in obj]
+    return obj
+
+
+
+# ================================================================== published numbers
+PUBLISHED_SOURCE = ("WebDancer (arXiv 2505.22648v3), Table 1: Pass@1 (%), LLM-as-judge, GAIA 103 text-only "
+                    "validation questions, WebWalkerQA 680 test questions. Published figures, not measured here.")
+# The paper's Table 1 as printed: backbone, framework, GAIA Level 1 / 2 / 3 / Avg., WebWalkerQA Easy / Medium / Hard /
+# Avg. (Pass@1, %).
+_TABLE_1 = [
+    ("Qwen-2.5-7B", "Vanilla ReAct", 28.2, 15.3, 0.0, 18.4, 28.1, 31.2, 16.0, 24.2),
+    ("Qwen-2.5-7B", "WebDancer", 41.0, 30.7, 0.0, 31.0, 40.6, 44.1, 28.2, 36.0),
+    ("Qwen-2.5-32B", "Vanilla ReAct", 46.1, 26.9, 0.0, 31.0, 35.6, 38.7, 22.5, 31.9),
+    ("Qwen-2.5-32B", "WebDancer", 46.1, 44.2, 8.3, 40.7, 44.3, 46.7, 29.2, 38.4),
+    ("QwQ-32B", "Vanilla ReAct", 48.7, 34.6, 16.6, 37.8, 35.6, 29.1, 13.2, 24.1),
+    ("QwQ-32B", "WebDancer", 61.5, 50.0, 25.0, 51.5, 52.5, 59.6, 35.4, 47.9),
+    ("GPT-4o", "Vanilla ReAct", 51.2, 34.6, 8.3, 34.6, 34.6, 42.0, 23.9, 33.8),
+]
+# (backbone, framework) → benchmark → level → Pass@1 (%). Levels as in our summaries; "avg" = Avg. column.
+PUBLISHED: dict[tuple[str, str], dict[str, dict[str, float]]] = {
+    (backbone, framework): {"gaia": dict(zip(("1", "2", "3", "avg"), scores[:4])),
+                            "webwalkerqa": dict(zip(("easy", "medium", "hard", "avg"), scores[4:]))}
+    for backbone, framework, *scores in _TABLE_1}
+
+
+# ================================================================== tables
+def _fmt(value: float | None) -> str:
+    return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.1f}"
+
+
+def paper_table(summary: dict[str, Any], metric: str = "pass@1", published: bool = True):
+    """A DataFrame in the shape of the paper's Table 1: rows (Backbone, Framework, Source), columns per benchmark
+    (GAIA Level 1/2/3/Avg., WebWalkerQA Easy/Medium/Hard/Avg., Local web <levels>/Avg.); values in %.
+    Published rows (Pass@1 only) are labelled `published (paper)`."""
+    import pandas as pd
+
+    k = summary["k"]
+    columns: list[tuple[str, str]] = []
+    level_keys: list[tuple[str, str]] = []
+    for name, bench in summary["benchmarks"].items():
+        for lv in bench["levels"] + ["avg"]:
+            columns.append((BENCHMARK_TITLES.get(name, name), "Avg." if lv == "avg" else LEVEL_TITLES.get(lv, lv)))
+            level_keys.append((name, lv))
+    rows, index = [], []
+    for label, info in summary["models"].items():
+        values = []
+        for name, lv in level_keys:
+            res = summary["benchmarks"][name]["results"].get(label, {})
+            cell = res.get("avg") if lv == "avg" else res.get("levels", {}).get(lv)
+            v = (cell or {}).get(metric)
+            values.append(None if v is None or (isinstance(v, float) and math.isnan(v)) else 100 * v)
+        rows.append(values)
+        index.append((info.get("backbone", info["name"]), info["title"], f"this run (k={k})"))
+    if published and metric == "pass@1":
+        for (backbone, framework), by_bench in PUBLISHED.items():
+            values = [by_bench.get(name, {}).get(lv) for name, lv in level_keys]
+            if any(v is not None for v in values):
+                rows.append(values)
+                index.append((backbone, framework, "published (paper)"))
+    return pd.DataFrame(rows, index=pd.MultiIndex.from_tuples(index, names=["Backbone", "Framework", "Source"]),
+                        columns=pd.MultiIndex.from_tuples(columns), dtype=float)
+
+
+def table_markdown(df, title: str = "") -> str:
+    """A Markdown rendering of `paper_table` (no extra dependency)."""
+    heads = ["Backbone", "Framework", "Source"] + [f"{b} {lv}" for b, lv in df.columns]
+    lines = ([f"**{title}**", ""] if title else []) + ["| " + " | ".join(heads) + " |",
+                                                      "|" + "---|" * 3 + "---:|" * len(df.columns)]
+    for idx, row in zip(df.index, df.itertuples(index=False)):
+        lines.append("| " + " | ".join(list(idx) + [_fmt(v) for v in row]) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def write_tables(cfg: Config, summary: dict[str, Any]) -> Path:
+    """eval/tables.md: Pass@1 (with published rows), Pass@k, Cons@k and behaviour per benchmark."""
+    k = summary["k"]
+    parts = [f"# Evaluation of run `{summary['run']}` ({summary['params']}; judge: {summary['judge']}; k={k})\n"]
+    for metric in metric_names(k):
+        parts.append(table_markdown(paper_table(summary, metric), title=metric.replace("pass", "Pass")
+                                    .replace("cons", "Cons")))
+    parts.append("**Behaviour** (per trajectory)\n\n" + behaviour_markdown(summary))
+    if any(b["note"] for b in summary["benchmarks"].values()) or summary["skipped"]:
+        parts.append("**Notes**\n\n" + "\n".join(
+            [f"- {n}: {b['note']}" for n, b in summary["benchmarks"].items() if b["note"]] +
+            [f"- skipped {n}: {why}" for n, why in summary["skipped"].items()]) + "\n")
+    parts.append(f"_{PUBLISHED_SOURCE}_\n")
+    path = cfg.paths.eval_tables
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(parts))
+    return path
+
+
+def behaviour_markdown(summary: dict[str, Any]) -> str:
+    lines = ["| Benchmark | Model | trajectories | invalid % | turns | tool calls | search | visit | coverage |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for name, bench in summary["benchmarks"].items():
+        for label, res in bench["results"].items():
+            b, cov = res["behaviour"], res["coverage"]
+            if not b.get("trajectories"):
+                lines.append(f"| {BENCHMARK_TITLES.get(name, name)} | {model_title(label)} | 0 | - | - | - | - | - | "
+                             f"0/{cov['expected']} |")
+                continue
+            lines.append(f"| {BENCHMARK_TITLES.get(name, name)} | {model_title(label)} | {b['trajectories']} | "
+                         f"{100 * b['invalid_rate']:.1f} | {b['avg_turns']:.2f} | {b['avg_tool_calls']:.2f} | "
+                         f"{b['avg_search_calls']:.2f} | {b['avg_visit_calls']:.2f} | {cov['done']}/{cov['expected']} |")
+    return "\n".join(lines) + "\n"
+
+
+# ================================================================== figures
+def figures_dir(cfg: Config) -> Path:
+    path = cfg.paths.eval_figures
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _viewer_pages(cfg: Config, benchmark: Benchmark, models: dict[str, ModelSpec]) -> dict[tuple, str]:
+    """(model, run) → relative link to a trajectory-viewer page (`wdlib.viewer`) rendering that run's file; the
+    viewer anchors trajectory i of a page as `#t<i>`."""
+    pages = {}
+    for label in models:
+        for run in range(cfg.eval.runs):
+            records = list(read_jsonl(cfg.paths.eval_run(benchmark.name, label, run)))
+            if not records:
+                continue
+            out = figures_dir(cfg) / "trajectories" / f"{benchmark.name}_{label}_run{run}.html"
+            try:
+                write_html(records, out, title=f"{BENCHMARK_TITLES.get(benchmark.name, benchmark.name)} · "
+                                               f"{model_title(label)} · run {run + 1}")
+            except Exception as exc:  # the drill-down still works without viewer links
+                log.warning("trajectory viewer failed for %s run %d: %s", label, run, exc)
+                continue
+            pages[(label, run)] = f"trajectories/{out.name}"
+            for i, record in enumerate(records):
+                pages[(label, run, record.get("qa_id"))] = f"trajectories/{out.name}#t{i}"
+    return pages
+
+
+def write_drilldown(cfg: Config, benchmark: Benchmark, models: dict[str, ModelSpec]) -> Path:
+    """eval/figures/drilldown_<benchmark>.html: one row per question (level, question, gold) and, per model and
+    run, ✓/✗, the prediction, turns and tool calls, linked to the trajectory viewer page when there is one."""
+    pages = _viewer_pages(cfg, benchmark, models)
+    results = {label: load_results(cfg, benchmark, label) for label in models}
+    k = cfg.eval.runs
+    esc = html.escape
+    head = "".join(f"<th>{esc(model_title(label))}</th>" for label in models)
+    body = []
+    for qa in benchmark.items:
+        cells = []
+        for label in models:
+            runs = []
+            for run, rec in enumerate(results[label][qa.id]):
+                if rec is None:
+                    runs.append('<div class="miss">run %d: not run</div>' % (run + 1))
+                    continue
+                ok = correct(rec)
+                mark = {True: "✓", False: "✗", None: "?"}[ok]
+                pred = esc(str(rec.get("prediction") or "—")[:160])
+                text = (f'{mark} {pred} <span class="meta">({rec.get("turns", 0)} turns, '
+                        f'{len(rec.get("tool_calls") or [])} calls, {esc(str(rec.get("finish_reason")))})</span>')
+                link = pages.get((label, run, qa.id))
+                if link:
+                    text = f'<a href="{esc(link)}">{text}</a>'
+                runs.append(f'<div class="{"ok" if ok else "bad"}">run {run + 1}: {text}</div>')
+            cells.append("<td>" + "".join(runs) + "</td>")
+        body.append(f"<tr><td>{esc(LEVEL_TITLES.get(str(qa.difficulty), str(qa.difficulty)))}</td>"
+                    f"<td>{esc(qa.question)}</td><td>{esc(qa.answer)}</td>{''.join(cells)}</tr>")
+    title = f"{BENCHMARK_TITLES.get(benchmark.name, benchmark.name)}: per-question results (k={k})"
+    page = f"""<!doctype html><html><head><meta charset="utf-8"><title>{esc(title)}</title><style>
+body{{font-family:sans-serif;margin:1em}} table{{border-collapse:collapse;width:100%}}
+td,th{{border:1px solid #ccc;padding:4px;vertical-align:top;font-size:13px}} th{{background:#eee;position:sticky;top:0}}
+.ok{{color:#060}} .bad{{color:#900}} .miss{{color:#888}} .meta{{color:#666;font-size:11px}}
+</style></head><body><h2>{esc(title)}</h2><p>{esc(benchmark.note)}</p>
+<table><tr><th>Level</th><th>Question</th><th>Gold</th>{head}</tr>{''.join(body)}</table></body></html>"""
+    path = figures_dir(cfg) / f"drilldown_{benchmark.name}.html"
+    path.write_text(page, encoding="utf-8")
+    return path
+
+
+# ================================================================== wandb
+def log_to_wandb(run: Any, summary: dict[str, Any]) -> None:
+    """Scalars `<benchmark>/<model>/<metric>` (avg and per level) and the Pass@1 table, on a wandb run."""
+    if run is None:
+        return
+    import wandb
+
+    scalars = {}
+    for name, bench in summary["benchmarks"].items():
+        for label, res in bench["results"].items():
+            for metric, v in res["avg"].items():
+                if isinstance(v, (int, float)) and not (isinstance(v, float) and math.isnan(v)):
+                    scalars[f"{name}/{label}/{metric}"] = v
+            for lv, cell in res["levels"].items():
+                scalars[f"{name}/{label}/level_{lv}/pass@1"] = cell["pass@1"]
+            for key in ("invalid_rate", "avg_turns", "avg_tool_calls"):
+                if key in res["behaviour"]:
+                    scalars[f"{name}/{label}/{key}"] = res["behaviour"][key]
+    run.log(scalars)
+    df = paper_table(summary).reset_index()
+    df.columns = [" ".join(c).strip() if isinstance(c, tuple) else c for c in df.columns]
+    run.log({"eval/pass@1_table": wandb.Table(dataframe=df.astype(str))})

@@ -1,0 +1,20 @@
+"""SFT (notebook 03): fine-tune the policy on agent trajectories, with tool responses masked from the loss.
+
+    data    trajectories → conversations → tokens and the loss mask (what the trainer trains on, exactly)
+    train   TRL SFTTrainer, resume, the final checkpoint; `accelerate launch` for several processes
+
+This module only re-exports; `python -m wdlib.sft --params FILE` is `wdlib.sft.train.main`.
+"""
+
+from wdlib.sft.data import (MIN_OBSERVATION_TOKENS, TRUNCATION_MARK, Encoded, NoSFTData, build_dataset, encode,
+                            format_stats, load_conversations, loss_mask, mask_html, reprompt, to_conversation,
+                            training_chat_template)
+from wdlib.sft.train import (SFTResult, last_checkpoint, load_model_and_tokenizer, load_result, main, make_trainer,
+                             prepare_backend, run, train, training_args)
+
+__all__ = [
+    "MIN_OBSERVATION_TOKENS", "TRUNCATION_MARK", "Encoded", "NoSFTData", "build_dataset", "encode", "format_stats",
+    "load_conversations", "loss_mask", "mask_html", "reprompt", "to_conversation", "training_chat_template",
+    "SFTResult", "last_checkpoint", "load_model_and_tokenizer", "load_result", "main", "make_trainer",
+    "prepare_backend", "run", "train", "training_args",
+]
