@@ -1,6 +1,7 @@
-"""The local web's search: one bm25s index over the pages of the chosen sites (`wdlib.sites`), answering in
-SerpAPI's shape, and `LocalWeb`, the built web in memory that the tools and the loopback server (`wdlib.webserver`)
-share.
+"""The local web, built and searchable: the chosen sites (`wdlib.sites`) and one bm25s index over their passages.
+
+`LocalWeb` is the built web in memory (pages by URL, search answering in SerpAPI's shape), shared by the tools and
+the loopback server (`wdlib.webserver`).
 
 Layout under `<cache>/web/`: `index/<key>/` (bm25s index over the chosen sites), beside the sites' folders. Every
 step writes its output atomically and is skipped when the output exists, so a second build takes seconds.
