@@ -191,6 +191,27 @@ def test_prompts_follow_webdancer_shape():
     assert traj.question == "Who wrote Dune?"
 
 
+def test_compact_prompt_style_is_short_and_reaches_every_stage():
+    from wdlib import config
+    from wdlib.react import PROMPT_STYLES, prompt_messages, system_prompt, user_prompt
+
+    assert PROMPT_STYLES == ("ours", "compact")
+    compact = prompt_messages("Who wrote Dune?", "2025-01-02", style="compact")
+    assert compact[1]["content"].endswith("\n\nQuestion: Who wrote Dune?")
+    assert "Current date" not in compact[0]["content"]  # the same text every day
+    assert all(tag in compact[0]["content"] for tag in ("<think></think>", "<tool_call></tool_call>", "<answer>"))
+    assert '"query"' in compact[1]["content"] and '"goal"' in compact[1]["content"]
+    ours = prompt_messages("Who wrote Dune?", "2025-01-02")
+    assert ours == [{"role": "system", "content": system_prompt("2025-01-02")},
+                    {"role": "user", "content": user_prompt("Who wrote Dune?")}]
+    assert 4 * len(compact[0]["content"] + compact[1]["content"]) < len(ours[0]["content"] + ours[1]["content"])
+    with pytest.raises(ValueError, match="unknown prompt style 'terse'"):
+        system_prompt(style="terse")
+    with pytest.raises(config.ParamsError, match="agent.prompt"):
+        config.from_dict({"agent": {"prompt": "terse"}})
+    assert config.from_dict({"agent": {"prompt": "compact"}}).agent.prompt == "compact"
+
+
 # ------------------------------------------------------------------ the ReAct loop, scripted model on loopback
 import asyncio  # noqa: E402
 
@@ -260,6 +281,25 @@ def test_run_agent_search_visit_answer():
     assert body["stop"] == ["</tool_call>", "</answer>"] and body["temperature"] == 0.6
     # every turn of our own trajectory passes the same parser that checks WebDancer's
     assert all(parse_turn(t).ok for t in traj.assistant_turns)
+
+
+def test_run_agent_starts_from_the_chosen_prompt_style():
+    toolbox = RecordingToolbox()
+    compact_script = {"Who wrote Dune?": [SEARCH, ANSWER]}
+
+    def handler(body):  # the compact prompt ends in "Question: ..." rather than "User: ..."
+        question = body["messages"][1]["content"].rsplit("Question: ", 1)[-1]
+        k = sum(m["role"] == "assistant" for m in body["messages"])
+        return 200, completion(compact_script[question][k])
+
+    with LoopbackOpenAI(handler) as server:
+        traj = asyncio.run(run_agent("Who wrote Dune?", OpenAIClient("scripted", server.base_url), toolbox,
+                                     prompt="compact", max_turns=3))
+    from wdlib.react import prompt_messages
+
+    assert traj.messages[:2] == prompt_messages("Who wrote Dune?", style="compact")
+    assert traj.sampling["prompt"] == "compact" and traj.prediction == "Frank Herbert"
+    assert server.requests[0][1]["messages"][:2] == traj.messages[:2]
 
 
 def test_malformed_turn_gets_error_observation_and_counts():

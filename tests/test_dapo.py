@@ -287,6 +287,22 @@ def test_env_mask_is_zero_exactly_on_observations_and_ids_decode_to_the_conversa
     assert out["logprobs"] is None and out["truncated"] == [False, False]
 
 
+def test_rollouts_start_from_the_configured_prompt_style(smoke_cfg, toolbox):
+    from wdlib.dapo import AgentRollout, prompt_dataset
+    from wdlib.react import prompt_messages
+    from wdlib.trajectory import QAPair
+
+    cfg = smoke_cfg.model_copy(deep=True)
+    cfg.agent.prompt = "compact"
+    qa = [QAPair(question="Which statement changes SQLite settings?", answer="PRAGMA")]
+    rows = list(prompt_dataset(qa, cfg.agent.prompt))
+    assert rows[0]["prompt"] == prompt_messages(qa[0].question, style="compact")
+    rollout = AgentRollout(cfg, toolbox, qa)
+    assert rollout.items([rows[0]["prompt"]]) == [{"question": qa[0].question, "gold": "PRAGMA", "qa_id": qa[0].id}]
+    trajectories = rollout.run([rows[0]["prompt"]], ScriptedPolicy(models.load_tokenizer(MODEL), [SEARCH, ANSWER]))
+    assert trajectories[0].messages[:2] == rows[0]["prompt"] and trajectories[0].sampling["prompt"] == "compact"
+
+
 def test_malformed_tool_call_becomes_an_error_observation(smoke_cfg, toolbox):
     tok, trajectories, out = _rollout(smoke_cfg, toolbox, [BROKEN, ANSWER])
     traj = trajectories[0]

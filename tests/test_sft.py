@@ -158,6 +158,11 @@ def test_load_conversations_sources_and_no_data(tmp_path):
     assert convs[2][2:] == released.messages[2:]
     convs, _ = sft.load_conversations(_cfg(tmp_path, include_external=True, reprompt_external=False))
     assert convs[2] == released.messages
+    compact = _cfg(tmp_path, include_external=True)
+    compact.agent.prompt = "compact"  # re-prompted under the configured prompt style
+    convs, _ = sft.load_conversations(compact)
+    assert convs[2][:2] == react.prompt_messages(released.question, style="compact")
+    assert convs[2][2:] == released.messages[2:]
     # format demonstrations are one more source; max_external takes a seeded subset of each external file
     demo = Trajectory(question="d", messages=msgs[:3] + [
         {"role": "user", "content": "<tool_response>\no\n</tool_response>"},

@@ -112,21 +112,22 @@ async def _call_tool(toolbox, call: ToolCall) -> str:
 
 async def run_agent(question: str, client, toolbox, *, gold: str | None = None, qa_id: str | None = None,
                     max_turns: int = 12, max_total_tokens: int = 32768, context_length: int | None = None,
-                    sampling: dict | None = None, sample: int = 0, date: str | None = None) -> Trajectory:
+                    sampling: dict | None = None, sample: int = 0, date: str | None = None,
+                    prompt: str = "ours") -> Trajectory:
     """Run one ReAct trajectory. Never raises for model or tool failures: finish_reason says how it ended.
 
     Limits: at most `max_turns` assistant turns and `max_total_tokens` tokens in the whole conversation (prompt,
     turns, observations; also capped by `context_length`). When a limit is about to be reached, the last observation
     carries FINAL_ANSWER_INSTRUCTION and the next turn is the last one. finish_reason: "answer" (answered in budget),
     "max_turns" / "max_tokens" (the budget ran out; `prediction` is still set if the forced turn answered),
-    "error" (the model backend failed; see `error`).
+    "error" (the model backend failed; see `error`). `prompt` is the prompt style (`wdlib.react.PROMPT_STYLES`).
     """
     sampling = dict(sampling or {})
     default_turn_tokens = getattr(client, "max_new_tokens", 512)
     turn_tokens = int(sampling.pop("max_new_tokens", sampling.pop("max_tokens", default_turn_tokens)))
     budget = min(max_total_tokens, context_length or max_total_tokens)
     min_turn = min(MIN_TURN_TOKENS, turn_tokens)
-    messages = prompt_messages(question, date)
+    messages = prompt_messages(question, date, prompt)
     token_level = getattr(client, "token_level", False)
     transcript = _Transcript(client, messages) if token_level else None
     used = len(transcript) if transcript else _estimate_tokens(messages[0]["content"] + messages[1]["content"])
@@ -200,7 +201,7 @@ async def run_agent(question: str, client, toolbox, *, gold: str | None = None, 
         else:
             used += count(content)
 
-    sampling_record = {**sampling, "max_new_tokens": turn_tokens, "max_turns": max_turns,
+    sampling_record = {**sampling, "max_new_tokens": turn_tokens, "max_turns": max_turns, "prompt": prompt,
                        "max_total_tokens": max_total_tokens}
     trajectory = Trajectory(
         question=question, messages=messages, gold=gold, prediction=prediction, turns=turns, tool_calls=calls,

@@ -18,8 +18,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PARAMS_DIR = REPO_ROOT / "params"
-SECTIONS = ("run", "models", "web", "synthesis", "trajectories", "filters", "judge", "rewards", "sft", "dapo",
-            "eval", "wandb")
+SECTIONS = ("run", "models", "agent", "web", "synthesis", "trajectories", "filters", "judge", "rewards", "sft",
+            "dapo", "eval", "wandb")
 SAMPLES_DIR = "../shared/data/webdancer-samples"  # WebDancer's released samples (relative to the repo root)
 SAMPLE_QA = f"{SAMPLES_DIR}/sample_qa.jsonl"
 SAMPLE_TRAJECTORIES = f"{SAMPLES_DIR}/sample_traj.jsonl"
@@ -70,6 +70,12 @@ class ModelSpec(Section):
     gpu_memory_utilization: float = Field(0.85, gt=0, le=1)  # in-process vLLM only
     tensor_parallel_size: int = Field(1, gt=0)
     extra: dict[str, Any] = Field(default_factory=dict)  # passed through to the backend's request/constructor
+
+
+class AgentParams(Section):
+    """How every stage talks to the agent: the prompt its episodes start from (`wdlib.react.PROMPT_STYLES`)."""
+
+    prompt: Literal["ours", "compact"] = "ours"
 
 
 class ModelsParams(Section):
@@ -281,6 +287,7 @@ class Config(Section):
     extends: str | None = None
     run: RunParams = Field(default_factory=RunParams)
     models: ModelsParams = Field(default_factory=ModelsParams)
+    agent: AgentParams = Field(default_factory=AgentParams)
     web: WebParams = Field(default_factory=WebParams)
     synthesis: SynthesisParams = Field(default_factory=SynthesisParams)
     trajectories: TrajectoriesParams = Field(default_factory=TrajectoriesParams)

@@ -70,8 +70,33 @@ STOP_STRINGS = ("</tool_call>", "</answer>")
 
 
 # ------------------------------------------------------------------ prompts
-def system_prompt(date: str | None = None) -> str:
-    """Our own text in the spirit of WebDancer's: persistence, verification, attention to detail, today's date."""
+# Prompt styles (params `agent.prompt`), the same for every stage that builds the agent's conversation (agent runs,
+# SFT re-prompting, DAPO prompts, evaluation): the turn format and the tools are the same in all of them.
+#   ours     our own text in the spirit of WebDancer's: principles, the tool schemas, a worked example, the date
+#   compact  a short prompt for CPU-scale runs: SmolLM2-135M on 2 cores pays ~740 tokens of `ours` in every training
+#            example and rollout; this one is ~190 tokens (no date line, so it never changes from day to day)
+PROMPT_STYLES = ("ours", "compact")
+
+COMPACT_SYSTEM = ("You are a web research agent. Answer the user's question by searching the web and reading pages. "
+                  "In each turn, think inside <think></think>, then either call one tool inside "
+                  "<tool_call></tool_call> or give the final answer inside <answer></answer>.")
+COMPACT_TOOLS = ('Tools:\n- search: web search; arguments {"query": ["..."]}; returns the top results of each query.\n'
+                 '- visit: read web pages; arguments {"url": ["..."], "goal": "..."}; returns what the pages say '
+                 'about the goal.\nCall a tool as <tool_call>\n{"name": "search", "arguments": {"query": ["..."]}}'
+                 "\n</tool_call> and wait for its result inside <tool_response></tool_response>.\n\nQuestion: ")
+
+
+def _check_style(style: str) -> None:
+    if style not in PROMPT_STYLES:
+        raise ValueError(f"unknown prompt style {style!r}; known: {', '.join(PROMPT_STYLES)}")
+
+
+def system_prompt(date: str | None = None, style: str = "ours") -> str:
+    """`ours`: principles (persistence, verification, attention to detail) and today's date. `compact`: one
+    paragraph."""
+    _check_style(style)
+    if style == "compact":
+        return COMPACT_SYSTEM
     date = date or datetime.date.today().isoformat()
     return (
         "You are a web research agent. You answer questions by searching the web and reading pages, and you keep "
@@ -87,8 +112,12 @@ def system_prompt(date: str | None = None) -> str:
     )
 
 
-def user_prompt(question: str) -> str:
-    """The task prompt: tool schemas inside <tools></tools>, the turn format, an example, then the question."""
+def user_prompt(question: str, style: str = "ours") -> str:
+    """`ours`: tool schemas inside <tools></tools>, the turn format, an example, then the question. `compact`: the
+    two tools in a line each, the call format, then the question."""
+    _check_style(style)
+    if style == "compact":
+        return COMPACT_TOOLS + question
     tools = ",\n".join(json.dumps(schema, indent=2, ensure_ascii=False) for schema in TOOL_SCHEMAS)
     return (
         "A conversation between User and Assistant. The user asks a question, and the assistant answers it by "
@@ -124,9 +153,10 @@ def tool_response(content: str) -> str:
     return f"<tool_response>\n{content}\n</tool_response>"
 
 
-def prompt_messages(question: str, date: str | None = None) -> Messages:
-    """The conversation an episode starts from: the system prompt and the question."""
-    return [{"role": "system", "content": system_prompt(date)}, {"role": "user", "content": user_prompt(question)}]
+def prompt_messages(question: str, date: str | None = None, style: str = "ours") -> Messages:
+    """The conversation an episode starts from: the system prompt and the question, in prompt style `style`."""
+    return [{"role": "system", "content": system_prompt(date, style)},
+            {"role": "user", "content": user_prompt(question, style)}]
 
 
 # ------------------------------------------------------------------ turn parser

@@ -40,13 +40,13 @@ def load_questions(cfg: Config) -> list[QAPair]:
 
 
 
-def prompt_dataset(qa: list[QAPair]):
-    """TRL dataset: `prompt` (the agent's system + user messages) plus `question`, `gold`, `qa_id` columns, which
-    reach the reward functions as per-sample kwargs."""
+def prompt_dataset(qa: list[QAPair], style: str = "ours"):
+    """TRL dataset: `prompt` (the agent's system + user messages in prompt style `style`) plus `question`, `gold`,
+    `qa_id` columns, which reach the reward functions as per-sample kwargs."""
     from datasets import Dataset
 
-    return Dataset.from_list([{"prompt": prompt_messages(q.question), "question": q.question, "gold": q.answer,
-                               "qa_id": q.id} for q in qa])
+    return Dataset.from_list([{"prompt": prompt_messages(q.question, style=style), "question": q.question,
+                               "gold": q.answer, "qa_id": q.id} for q in qa])
 
 
 # ------------------------------------------------------------------ rollouts
@@ -169,7 +169,7 @@ class AgentRollout:
 
     def __init__(self, cfg: Config, toolbox: Any, qa: list[QAPair], client_factory: Callable = policy_client):
         self.cfg, self.toolbox, self.client_factory = cfg, toolbox, client_factory
-        self.by_prompt = {prompt_messages(q.question)[-1]["content"]: q for q in qa}
+        self.by_prompt = {prompt_messages(q.question, style=cfg.agent.prompt)[-1]["content"]: q for q in qa}
         self.last_trajectories: list[Trajectory] = []
         self.timings: dict[str, float] = {}
         self.log_path: Path | None = None  # set on the main process: a few rollouts per step go there
@@ -194,7 +194,7 @@ class AgentRollout:
         trajectories = run_sync(run_many(
             self.items(prompts), client, self.toolbox, concurrency=d.rollout_concurrency, progress=False,
             max_turns=d.max_turns, max_total_tokens=shortest + d.max_completion_length,
-            context_length=self.cfg.models.policy.context_length, sampling=sampling))
+            context_length=self.cfg.models.policy.context_length, sampling=sampling, prompt=self.cfg.agent.prompt))
         seen: dict[str, int] = {}
         for traj in trajectories:  # number the samples of each question (run_many saw them as separate items)
             traj.sample = seen[traj.qa_id] = seen.get(traj.qa_id, -1) + 1

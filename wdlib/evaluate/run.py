@@ -120,7 +120,8 @@ async def evaluate_model(label: str, client: Any, toolbox: Any, benchmark: Bench
             try:
                 traj = await run_agent(qa.question, client, toolbox, gold=qa.answer, qa_id=qa.id,
                                        max_turns=ecfg.max_turns, max_total_tokens=max_total_tokens,
-                                       context_length=context_length, sampling=sampling, sample=run)
+                                       context_length=context_length, sampling=sampling, sample=run,
+                                       prompt=cfg.agent.prompt)
             except Exception as exc:  # the agent should not raise; if it does, retry on the next call
                 log.warning("%s/%s run %d: %s failed: %s: %s", benchmark.name, label, run, qa.id,
                             type(exc).__name__, exc)

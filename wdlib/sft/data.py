@@ -58,13 +58,13 @@ def to_conversation(traj: Trajectory) -> list[dict[str, str]] | None:
     return messages if any(m["role"] == "assistant" for m in messages) else None
 
 
-def reprompt(conv: list[dict[str, str]], question: str) -> list[dict[str, str]]:
+def reprompt(conv: list[dict[str, str]], question: str, style: str = "ours") -> list[dict[str, str]]:
     """The conversation under the prompts our agent uses at inference (`wdlib.react.prompt_messages`,
     same tool schemas as WebDancer's), so the policy learns the format under the prompt it will be run with. The
     original date line is kept, so the text does not change from day to day."""
     date = re.search(r"Current date:\s*(\S+)", conv[0]["content"]) if conv[0]["role"] == "system" else None
     rest = conv[2:] if conv[0]["role"] == "system" else conv[1:]
-    return prompt_messages(question, date.group(1) if date else None) + rest
+    return prompt_messages(question, date.group(1) if date else None, style) + rest
 
 
 def load_conversations(cfg: Config) -> tuple[list[list[dict[str, str]]], dict[str, Any]]:
@@ -83,7 +83,7 @@ def load_conversations(cfg: Config) -> tuple[list[list[dict[str, str]]], dict[st
                 stats["skipped"]["no_assistant_turn"] += 1
                 continue
             if rewrite_prompt:
-                conv = reprompt(conv, t.question)
+                conv = reprompt(conv, t.question, cfg.agent.prompt)
             conversations.append(conv)
             n += 1
         stats["sources"][source] = n
