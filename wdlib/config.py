@@ -87,7 +87,10 @@ class ModelsParams(Section):
 
 # ---------------------------------------------------------------- web and tools
 class WebParams(Section):
-    mode: Literal["local", "live"] = "local"
+    mode: Literal["local", "live", "replay"] = "local"
+    # live: record every fetch, search and summarizer call into this folder (a WARC snapshot); replay: serve them
+    # from it, no network, no keys (wdlib.snapshot). Relative paths are relative to the repo root.
+    snapshot: str | None = None
     search_backend: Literal["local", "serpapi"] = "local"
     sites: list[str] = Field(default_factory=lambda: ["python-docs", "wikipedia"])
     cache_dir: str | None = None  # None → $WDLIB_CACHE or ~/.cache/wdlib
@@ -348,6 +351,7 @@ class RunPaths:
         self.eval = root / "eval"
         self.eval_summary, self.eval_tables = self.eval / "summary.json", self.eval / "tables.md"
         self.eval_figures = self.eval / "figures"
+        self.eval_toolbox_stats = self.eval / "toolbox_stats.json"  # tool calls, errors, snapshot misses
 
     # 03 · SFT and 04 · DAPO, the same layout per training stage ("sft" | "dapo")
     def checkpoint_dir(self, stage: str) -> Path:
