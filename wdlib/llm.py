@@ -23,6 +23,8 @@ import threading
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
+from wdlib.redact import register_env
+
 log = logging.getLogger(__name__)
 
 
@@ -77,6 +79,7 @@ class OpenAIClient:
         from openai import AsyncOpenAI
 
         if api_key_env:
+            register_env(api_key_env)  # its value is a key whatever the variable is called: never in a record or log
             key = os.environ.get(api_key_env)
             if not key:
                 raise RuntimeError(f"environment variable {api_key_env} (the API key for {model!r}) is not set")

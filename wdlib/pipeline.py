@@ -4,8 +4,9 @@
     python -m wdlib.pipeline params/smoke.yaml --only 03,04   # a subset
     python -m wdlib.pipeline params/smoke.yaml --resume       # skip notebooks that already completed
 
-Executed copies land in outputs/<run>/notebooks/. A notebook that completes leaves a `.done` marker beside its
-copy; `--resume` skips those. The first failure stops the pipeline and prints the failing cell's error.
+Executed copies land in outputs/<run>/notebooks/, key values redacted (`wdlib.redact`: a cell that printed one
+does not leave it in the copy). A notebook that completes leaves a `.done` marker beside its copy; `--resume` skips
+those. The first failure stops the pipeline and prints the failing cell's error (redacted too).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from pathlib import Path
 import yaml
 
 from wdlib import config
+from wdlib.redact import redact
 
 NOTEBOOK_DIR = config.REPO_ROOT / "notebooks"
 
@@ -50,6 +52,15 @@ class StageFailed(RuntimeError):
     pass
 
 
+def redact_notebook(path: Path) -> None:
+    """The executed copy without key values (outputs, tracebacks, the injected parameters)."""
+    if path.is_file():
+        text = path.read_text(encoding="utf-8")
+        clean = redact(text)
+        if clean != text:
+            path.write_text(clean, encoding="utf-8")
+
+
 def run(params: str | Path, only: str | None = None, resume: bool = False, kernel_name: str | None = None, log_output: bool = False) -> list[Path]:
     """Execute the selected notebooks; returns the executed copies. Raises StageFailed on the first failure."""
     import papermill as pm
@@ -77,9 +88,11 @@ def run(params: str | Path, only: str | None = None, resume: bool = False, kerne
             pm.execute_notebook(str(nb), str(out), parameters=parameters, cwd=str(config.REPO_ROOT),
                                 kernel_name=kernel_name, log_output=log_output, progress_bar=False)
         except PapermillExecutionError as exc:
-            raise StageFailed(f"{nb.name} failed in cell {exc.exec_count}: {exc.ename}: {exc.evalue}\n"
-                              f"{''.join(exc.traceback[-3:]) if exc.traceback else ''}\n"
-                              f"executed copy with the error: {out}") from None
+            raise StageFailed(redact(f"{nb.name} failed in cell {exc.exec_count}: {exc.ename}: {exc.evalue}\n"
+                                     f"{''.join(exc.traceback[-3:]) if exc.traceback else ''}\n"
+                                     f"executed copy with the error: {out}")) from None
+        finally:
+            redact_notebook(out)
         marker.write_text(json.dumps({"seconds": round(time.time() - start, 1), "params": str(params_path)}))
         print(f"[pipeline] {nb.name}: ok in {time.time() - start:.0f}s", flush=True)
         executed.append(out)

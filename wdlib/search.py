@@ -13,6 +13,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from wdlib.redact import register_env
+
 class SearchError(RuntimeError):
     pass
 
@@ -47,6 +49,7 @@ class SerpApiSearch:
     def _request(self, params: dict) -> dict:
         import serpapi
 
+        register_env(self.key_env)  # its value never reaches a record or a log (urllib3 logs the URL at DEBUG)
         key = os.environ.get(self.key_env)
         if not key:
             raise SearchError(f"search backend serpapi needs an API key in the environment variable {self.key_env}")

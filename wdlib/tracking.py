@@ -1,7 +1,8 @@
 """wandb runs: one project, group = run name, job_type = stage, files under outputs/<run>/wandb.
 
 Params choose offline (default; `wandb sync outputs/<run>/wandb/offline-run-*` later), online or disabled.
-The config logged is the params dump, which holds only env-var *names*, never keys.
+The config logged is the params dump, which holds only env-var *names* (params with keys are refused at load), and
+goes through the redaction pass all the same (`wdlib.redact`).
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import os
 
 from wdlib.config import Config
+from wdlib.redact import redact_obj
 
 
 def init_wandb(cfg: Config, job_type: str, **kwargs):
@@ -28,7 +30,7 @@ def init_wandb(cfg: Config, job_type: str, **kwargs):
         name=f"{cfg.run.name}-{job_type}",
         mode=cfg.wandb.mode,
         dir=str(cfg.run_dir),
-        config=cfg.dump(),
+        config=redact_obj(cfg.dump()),
         reinit="finish_previous",
         **kwargs,
     )
