@@ -114,7 +114,8 @@ async def run_agent(question: str, client, toolbox, *, gold: str | None = None, 
                     max_turns: int = 12, max_total_tokens: int = 32768, context_length: int | None = None,
                     sampling: dict | None = None, sample: int = 0, date: str | None = None,
                     prompt: str = "ours") -> Trajectory:
-    """Run one ReAct trajectory. Never raises for model or tool failures: finish_reason says how it ended.
+    """Run one ReAct trajectory. Never raises: whatever fails (the model backend, a tokenizer, a client's reply,
+    a toolbox) ends this trajectory with finish_reason "error" and the conversation so far, never its siblings.
 
     Limits: at most `max_turns` assistant turns and `max_total_tokens` tokens in the whole conversation (prompt,
     turns, observations; also capped by `context_length`). When a limit is about to be reached, the last observation
@@ -122,12 +123,37 @@ async def run_agent(question: str, client, toolbox, *, gold: str | None = None, 
     "max_turns" / "max_tokens" (the budget ran out; `prediction` is still set if the forced turn answered),
     "error" (the model backend failed; see `error`). `prompt` is the prompt style (`wdlib.react.PROMPT_STYLES`).
     """
+    messages = prompt_messages(question, date, prompt)
+    t_start = time.perf_counter()
+    try:
+        return await _episode(question, client, toolbox, messages, gold=gold, qa_id=qa_id, max_turns=max_turns,
+                              max_total_tokens=max_total_tokens, context_length=context_length, sampling=sampling,
+                              sample=sample, prompt=prompt)
+    except Exception as e:
+        return Trajectory(question=question, messages=messages, gold=gold, turns=sum(
+            m["role"] == "assistant" for m in messages), finish_reason="error", model=_model_name(client),
+            sampling={**(sampling or {}), "max_turns": max_turns, "prompt": prompt},
+            timings={"total_s": round(time.perf_counter() - t_start, 4)}, qa_id=qa_id or "", sample=sample,
+            error=f"{type(e).__name__}: {e}")
+
+
+def _model_name(client) -> str:
+    try:
+        name = getattr(client, "model_name", None)
+    except Exception:  # a property that fails
+        name = None
+    return name if isinstance(name, str) else type(client).__name__
+
+
+async def _episode(question: str, client, toolbox, messages: list[dict], *, gold: str | None, qa_id: str | None,
+                   max_turns: int, max_total_tokens: int, context_length: int | None, sampling: dict | None,
+                   sample: int, prompt: str) -> Trajectory:
+    """`run_agent`'s loop; `messages` (the prompt, then each turn as it happens) is the caller's list."""
     sampling = dict(sampling or {})
     default_turn_tokens = getattr(client, "max_new_tokens", 512)
     turn_tokens = int(sampling.pop("max_new_tokens", sampling.pop("max_tokens", default_turn_tokens)))
     budget = min(max_total_tokens, context_length or max_total_tokens)
     min_turn = min(MIN_TURN_TOKENS, turn_tokens)
-    messages = prompt_messages(question, date, prompt)
     token_level = getattr(client, "token_level", False)
     transcript = _Transcript(client, messages) if token_level else None
     used = len(transcript) if transcript else _estimate_tokens(messages[0]["content"] + messages[1]["content"])
@@ -205,7 +231,7 @@ async def run_agent(question: str, client, toolbox, *, gold: str | None = None, 
                        "max_total_tokens": max_total_tokens}
     trajectory = Trajectory(
         question=question, messages=messages, gold=gold, prediction=prediction, turns=turns, tool_calls=calls,
-        finish_reason=finish, model=getattr(client, "model_name", type(client).__name__), sampling=sampling_record,
+        finish_reason=finish, model=_model_name(client), sampling=sampling_record,
         timings={"model_s": round(model_s, 4), "tool_s": round(tool_s, 4),
                  "total_s": round(time.perf_counter() - t_start, 4)},
         qa_id=qa_id or "", sample=sample, usage={**usage, "context_tokens": used}, error=error,
@@ -235,9 +261,10 @@ async def run_many(items: Iterable, client, toolbox, *, concurrency: int = 8, sa
     others proceed). `on_result(trajectory)` (sync or async) is called as each one finishes, e.g. to append it to
     a JSONL file; trajectories whose id is in `skip_ids` (e.g. `done_ids(path)`) are not run again.
     Items: QAPair, dicts with question and gold/answer (and optional id, samples), or plain question strings.
-    Returns the new trajectories in input order."""
+    Returns the new trajectories in input order. A trajectory that fails is an error record of its own (`run_agent`);
+    when `on_result` fails for some, the rest still run and are handed over, then a RuntimeError names them."""
     skip = set(skip_ids)
-    model = getattr(client, "model_name", type(client).__name__)
+    model = _model_name(client)
     jobs = []
     for item in items:
         question, gold, qa_id = _item_fields(item)
@@ -250,14 +277,19 @@ async def run_many(items: Iterable, client, toolbox, *, concurrency: int = 8, sa
     bar = tqdm(total=len(jobs), desc="trajectories", disable=not progress)
     answered = 0
 
+    unsaved: list[str] = []
+
     async def one(i: int, question: str, gold: str | None, qa_id: str, k: int) -> None:
         async with semaphore:
             trajectory = await run_agent(question, client, toolbox, gold=gold, qa_id=qa_id, sample=k, **agent_kwargs)
         results[i] = trajectory
         if on_result is not None:
-            maybe = on_result(trajectory)
-            if inspect.isawaitable(maybe):
-                await maybe
+            try:
+                maybe = on_result(trajectory)
+                if inspect.isawaitable(maybe):
+                    await maybe
+            except Exception as e:  # the others still run and are saved; this one is reported below
+                unsaved.append(f"{trajectory.id}: {type(e).__name__}: {e}")
         nonlocal answered
         answered += trajectory.prediction is not None
         bar.set_postfix(answered=answered, refresh=False)
@@ -269,4 +301,7 @@ async def run_many(items: Iterable, client, toolbox, *, concurrency: int = 8, sa
                 group.create_task(one(i, *job))
     finally:
         bar.close()
+    if unsaved:
+        raise RuntimeError(f"on_result failed for {len(unsaved)} of {len(jobs)} trajectories (the others were "
+                           f"handled): {'; '.join(unsaved[:3])}")
     return [r for r in results if r is not None]

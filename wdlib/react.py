@@ -183,7 +183,8 @@ class Turn:
 
 # Aliases models really use for argument names; mapped to the schema's names.
 _ARG_ALIASES = {"search": {"queries": "query", "q": "query"}, "visit": {"urls": "url"}}
-_FENCE = re.compile(r"^```[a-zA-Z]*\s*\n?(.*?)\n?\s*```$", re.S)
+_FENCE_LANG = re.compile(r"[a-zA-Z]*")
+MAX_CALL_DEPTH = 16  # nesting of a tool call's JSON; a real call needs 3 (object, arguments, list of strings)
 
 
 def parse_turn(text: str) -> Turn:
@@ -240,23 +241,59 @@ def parse_turn(text: str) -> Turn:
     return Turn(think=think, tool_call=call, error=error)
 
 
-def _loads(text: str) -> tuple[Any, json.JSONDecodeError | None]:
+def _not_json(constant: str):
+    raise ValueError(f"{constant} is not a JSON value")
+
+
+def loads_json(text: str) -> tuple[Any, str | None]:
+    """(value, None), or (None, why not) for text that is not JSON. Never raises, whatever the model wrote: nesting
+    too deep for Python's stack, integers over Python's 4,300-digit limit and NaN/Infinity are reasons, not crashes."""
     try:
-        return json.loads(text), None
+        return json.loads(text, parse_constant=_not_json), None
     except json.JSONDecodeError as e:
-        return None, e
+        return None, f"{e.msg} at line {e.lineno} column {e.colno}"
+    except RecursionError:
+        return None, "nested too deeply"
+    except ValueError as e:  # an integer over 4,300 digits, NaN, Infinity
+        return None, str(e).split(";")[0][:120]
+
+
+def _too_deep(body: str, value: Any, limit: int) -> bool:
+    """Is the decoded JSON `value` (of text `body`) nested more than `limit` levels? Level by level, never recursing;
+    a body with few brackets cannot be, and is not walked."""
+    if body.count("[") + body.count("{") <= limit:
+        return False
+    level = [value]
+    for _ in range(limit + 1):
+        level = [c for v in level if isinstance(v, (dict, list)) for c in (v.values() if isinstance(v, dict) else v)]
+        if not level:
+            return False
+    return any(isinstance(v, (dict, list)) for v in level)
+
+
+def _unfence(body: str) -> str:
+    """The body of a Markdown code fence (```json ... ```), else the text itself; linear in its length (a regex
+    here backtracked: 4,000 spaces after ``` took > 30 s)."""
+    if len(body) >= 6 and body.startswith("```") and body.endswith("```"):
+        inner = body[3:-3]
+        return inner[_FENCE_LANG.match(inner).end():].strip()
+    return body
+
+
+def _short(value: Any, n: int = 80) -> str:
+    text = repr(value)
+    return text if len(text) <= n else text[:n] + "…"
 
 
 def _parse_tool_call(body: str) -> tuple[ToolCall | None, str | None]:
-    body = body.strip()
-    fenced = _FENCE.match(body)
-    if fenced:
-        body = fenced.group(1).strip()
+    body = _unfence(body.strip())
     if not body:
         return None, 'empty <tool_call>: expected {"name": ..., "arguments": {...}}'
-    obj, e = _loads(body)
+    obj, e = loads_json(body)
     if e is not None:
-        return None, f"tool call is not valid JSON ({e.msg} at line {e.lineno} column {e.colno})"
+        return None, f"tool call is not valid JSON ({e})"
+    if _too_deep(body, obj, MAX_CALL_DEPTH):
+        return None, f"tool call is nested more than {MAX_CALL_DEPTH} levels deep"
     if not isinstance(obj, dict):
         return None, f'tool call must be a JSON object {{"name": ..., "arguments": {{...}}}}, got {type(obj).__name__}'
     name = obj.get("name")
@@ -264,14 +301,17 @@ def _parse_tool_call(body: str) -> tuple[ToolCall | None, str | None]:
         return None, 'tool call has no "name"'
     name = name.strip()
     if name not in TOOL_NAMES:
-        return None, f"unknown tool {name!r}; available tools: {', '.join(TOOL_NAMES)}"
+        return None, f"unknown tool {_short(name)}; available tools: {', '.join(TOOL_NAMES)}"
     args = obj.get("arguments", obj.get("parameters"))
     if args is None:
         return None, f'tool call to {name!r} has no "arguments" object'
     if isinstance(args, str):  # arguments given as a JSON string (OpenAI function-call habit)
-        args, e = _loads(args)
+        text = args
+        args, e = loads_json(text)
         if e is not None:
-            return None, f"arguments of {name!r} are a string that is not valid JSON ({e.msg})"
+            return None, f"arguments of {name!r} are a string that is not valid JSON ({e})"
+        if _too_deep(text, args, MAX_CALL_DEPTH):
+            return None, f"arguments of {name!r} are nested more than {MAX_CALL_DEPTH} levels deep"
     if not isinstance(args, dict):
         return None, f'"arguments" of {name!r} must be a JSON object, got {type(args).__name__}'
     args = {_ARG_ALIASES[name].get(k, k): v for k, v in args.items()}
@@ -320,7 +360,7 @@ def render_visit(url: str, goal: str, evidence: str, summary: str) -> str:
             f"Evidence in page: \n{evidence}\n\nSummary: \n{summary}")
 
 
-_RESULT = re.compile(r"^\s*\d+\.\s*\[(?P<title>.*?)\]\((?P<url>[^)\s]+)\)\s*$", re.M)
+_RESULT = re.compile(r"^[ \t]*\d+\.[ \t]*\[(?P<title>(?:[^\]\n]|\](?!\())*+)\]\((?P<url>[^)\s]++)\)[ \t]*$", re.M)
 
 
 def parse_search_results(rendered: str) -> list[dict]:
@@ -331,29 +371,57 @@ def parse_search_results(rendered: str) -> list[dict]:
         end = matches[i + 1].start() if i + 1 < len(matches) else len(rendered)
         snippet = rendered[m.end():end].split(RESULT_SEPARATOR)[0]
         results.append({"title": m.group("title").strip(), "url": m.group("url").strip(),
-                        "snippet": re.sub(r"\s+", " ", snippet.replace("¶", "")).strip()})
+                        "snippet": " ".join(snippet.replace("¶", "").split())})
     return results
 
 
 # ------------------------------------------------------------------ the whole episode
 _CHATML_MARKERS = re.compile(r"<\|im_start\|>(?:assistant|user|system)?\n?|<\|im_end\|>\n?|<\|endoftext\|>")
-_TOOL_RESPONSE = re.compile(r"(<tool_response>.*?</tool_response>)", re.S)
+
+
+def _tool_response_split(text: str) -> list[str]:
+    """`text` split around its `<tool_response>…</tool_response>` blocks (odd items are the blocks), like a regex
+    split with `(<tool_response>.*?</tool_response>)` but linear: an unclosed opening tag is plain text."""
+    parts, i = [], 0
+    open_tag, close_tag = "<tool_response>", "</tool_response>"
+    while (start := text.find(open_tag, i)) >= 0:
+        end = text.find(close_tag, start + len(open_tag))
+        if end < 0:
+            break
+        end += len(close_tag)
+        parts += [text[i:start], text[start:end]]
+        i = end
+    return parts + [text[i:]]
+
+
+def _strip_role_words(part: str) -> str:
+    """A turn without the bare role words decoding leaves at its edges ("assistant\n" before, "\nuser" after)."""
+    head = part.lstrip()
+    if head.startswith("assistant"):
+        rest = head[len("assistant"):]
+        if "\n" in rest[:len(rest) - len(rest.lstrip())]:
+            part = rest
+    tail = part.rstrip()
+    if tail.endswith("user"):
+        before = tail[:-4]
+        if "\n" in before[len(before.rstrip()):]:
+            part = before
+    return part.strip()
 
 
 def messages_from_text(text: str) -> Messages:
     """Split one decoded multi-turn completion into assistant turns and `<tool_response>` user turns.
 
     Works whether special tokens were kept (`<|im_start|>user` markers) or skipped in decoding (bare `user` /
-    `assistant` role words left at the turn boundaries).
+    `assistant` role words left at the turn boundaries). Linear in the text's length, whatever the model wrote.
     """
     text = _CHATML_MARKERS.sub("\n", text)
     messages: Messages = []
-    for i, part in enumerate(_TOOL_RESPONSE.split(text)):
+    for i, part in enumerate(_tool_response_split(text)):
         if i % 2:
             messages.append({"role": "user", "content": part})
             continue
-        part = re.sub(r"^\s*assistant\s*\n", "", part)
-        part = re.sub(r"\n\s*user\s*$", "", part).strip()
+        part = _strip_role_words(part)
         if part:
             messages.append({"role": "assistant", "content": part})
     return messages

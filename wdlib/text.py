@@ -48,7 +48,7 @@ def decode_json_at(text: str, start: int) -> tuple[Any, int]:
     slips of small models (trailing commas, single-quoted keys and strings) are repaired on the balanced span."""
     try:
         return _DECODER.raw_decode(text, start)
-    except json.JSONDecodeError:
+    except (ValueError, RecursionError):  # not JSON; or nested too deep, an integer over 4,300 digits
         pass
     depth, end, quote = 0, None, None
     for k in range(start, len(text)):
@@ -71,7 +71,7 @@ def decode_json_at(text: str, start: int) -> tuple[Any, int]:
     span = re.sub(r"'([^'\"]*)'(\s*[:,}\]])", r'"\1"\2', span)
     try:
         return json.loads(span), end
-    except json.JSONDecodeError:
+    except (ValueError, RecursionError):
         return None, start
 
 

@@ -66,7 +66,7 @@ def as_trajectory(traj: Trajectory | dict) -> Trajectory:
 def _pretty_call(body: str) -> str:
     try:
         return json.dumps(json.loads(body), ensure_ascii=False, indent=1)
-    except (json.JSONDecodeError, TypeError):
+    except (ValueError, RecursionError, TypeError):
         return body.strip()
 
 
@@ -158,7 +158,7 @@ def _call_name(body: str) -> str | None:
     try:
         name = json.loads(body).get("name")
         return name if isinstance(name, str) else None
-    except (json.JSONDecodeError, AttributeError):
+    except (ValueError, RecursionError, AttributeError):  # not JSON, or JSON that json cannot read back
         return None
 
 
