@@ -10,18 +10,17 @@
 Outputs follow WebDancer's released trajectories exactly (`wdlib.react.render_search` / `render_visit`). `call`
 never raises: a failure is an observation the agent can read. Search backends (`wdlib.search`): `local` (bm25s over
 the local web, in process, the same index the server's /search endpoint answers from) and `serpapi`. Visit fetches
-through the loopback mirror (local mode) or the live web (timeout, size cap, content-type check, no file:// and no
-private/loopback addresses), extracts the main text (trafilatura or newspaper3k), then picks goal-directed evidence
-(`wdlib.evidence`) with the summarizer model, or, without one or when it fails, extractively. With `web.snapshot`,
-live mode records every fetch, search and summarizer call into a WARC snapshot and `web.mode: replay` serves them from
-it, no network, no keys (`wdlib.snapshot`).
+through the loopback mirror (local mode) or the live web (one deadline and one size budget per visit, gzip/deflate
+decoded within it, content-type check, no file:// and only public addresses: `wdlib.netguard`), extracts the main
+text (trafilatura or newspaper3k), then picks goal-directed evidence (`wdlib.evidence`) with the summarizer model,
+or, without one or when it fails, extractively. With `web.snapshot`, live mode records every fetch, search and
+summarizer call into a WARC snapshot and `web.mode: replay` serves them from it, no network, no keys
+(`wdlib.snapshot`).
 """
 
 from __future__ import annotations
 
 import asyncio
-import ipaddress
-import json
 import ssl
 import threading
 from dataclasses import dataclass, field
@@ -31,7 +30,8 @@ from urllib.parse import urljoin, urlsplit
 from wdlib.config import Config, WebParams
 from wdlib.evidence import (EXTRACTOR_PROMPT, NO_CONTENT_EVIDENCE, NO_CONTENT_SUMMARY, extractive_evidence,
                             parse_evidence_json)
-from wdlib.react import REQUIRED_ARGS, TOOL_NAMES, observation, render_search, render_visit
+from wdlib.netguard import ACCEPT_ENCODING, BoundedDecoder, LiveTransport, check_host
+from wdlib.react import REQUIRED_ARGS, TOOL_NAMES, loads_json, observation, render_search, render_visit
 from wdlib.search import LocalSearch, SearchError, SerpApiSearch
 from wdlib.sites import html_links, html_text, url_key, web_dir
 from wdlib.web import LocalWeb
@@ -55,6 +55,19 @@ class FetchedPage:
 
 
 _TEXT_TYPES = ("text/html", "application/xhtml+xml", "text/plain")
+
+
+@dataclass
+class _Body:
+    """A live page as it arrives (what a deadline leaves is still a page)."""
+
+    url: str
+    status: int | None = None  # None until the final hop answered
+    content_type: str = ""
+    charset: str = "utf-8"
+    body: bytearray = field(default_factory=bytearray)
+    truncated: bool = False
+DEADLINE_SLACK_S = 0.5
 _UA = "Mozilla/5.0 (compatible; wdlib-webdancer/0.1; research agent)"
 
 
@@ -96,32 +109,10 @@ def extract_text(html: str, url: str | None = None, extractor: str = "trafilatur
     return text.strip()
 
 
-async def _public_address(host: str) -> str | None:
-    """None when every address of `host` is public; else why it may not be fetched (SSRF guard)."""
-    try:
-        infos = [ipaddress.ip_address(host.strip("[]"))]
-    except ValueError:
-        try:
-            resolved = await asyncio.get_running_loop().getaddrinfo(host, None)
-        except OSError as exc:
-            return f"cannot resolve host {host}: {exc.strerror or exc}"
-        infos = [ipaddress.ip_address(info[4][0].split("%")[0]) for info in resolved]
-    for ip in infos:
-        if ip.is_private or ip.is_loopback or ip.is_link_local or ip.is_reserved or ip.is_multicast \
-                or ip.is_unspecified:
-            return f"{host} resolves to a private or loopback address ({ip}); only public web pages can be visited"
-    return None
-
-
-
-
 def _listish(value: Any) -> Any:
     """A list argument the model wrote as a JSON string ('["a", "b"]') becomes the list it meant."""
     if isinstance(value, str) and value.strip().startswith("["):
-        try:
-            parsed = json.loads(value)
-        except json.JSONDecodeError:
-            return value
+        parsed, _ = loads_json(value)
         if isinstance(parsed, list):
             return parsed
     return value
@@ -235,10 +226,9 @@ class Toolbox:
             if self.cfg.tool_latency_s:
                 await asyncio.sleep(self.cfg.tool_latency_s)
             if isinstance(arguments, str):
-                try:
-                    arguments = json.loads(arguments)
-                except json.JSONDecodeError as exc:
-                    return f"Error: the arguments of {name} are not valid JSON ({exc.msg})."
+                arguments, why = loads_json(arguments)
+                if why:
+                    return f"Error: the arguments of {name} are not valid JSON ({why})."
             if name not in TOOL_NAMES:
                 return f"Error: unknown tool '{name}'. Available tools: {', '.join(TOOL_NAMES)}."
             if not isinstance(arguments, dict):
@@ -318,56 +308,80 @@ class Toolbox:
                                 base=r.headers.get("content-location", canonical))
 
     async def _fetch_live(self, url: str) -> FetchedPage:
+        """GET a live page within one budget: at most `live_max_bytes` read and decoded, all hops within
+        `live_timeout_s` (+ DEADLINE_SLACK_S); every hop's address public (`wdlib.netguard`). A deadline that passes
+        while the body streams in keeps what arrived (a truncated page, like the size cap); before an answer, it is an
+        error."""
         import httpx
 
-        max_bytes = self.cfg.live_max_bytes
-        transport = None
+        transport = LiveTransport(self._ssl_context(), self.cfg.live_allow_private)
         if self.snapshot is not None:  # served from (and, recording, written to) the snapshot
             from wdlib.snapshot.replay import SnapshotTransport
 
-            transport = SnapshotTransport(self.snapshot, verify=self._ssl_context())
-        async with httpx.AsyncClient(timeout=self.cfg.live_timeout_s, verify=self._ssl_context(),
-                                     headers={"User-Agent": _UA}, transport=transport,
-                                     trust_env=transport is None) as client:
-            for _ in range(6):  # follow redirects ourselves: every hop passes the same checks
-                parts = urlsplit(url)
-                if parts.scheme not in ("http", "https"):
-                    return FetchedPage(url=url, error=f"only http(s) URLs can be visited, not {parts.scheme!r}")
-                if not parts.hostname:
-                    return FetchedPage(url=url, error="the URL has no host")
-                if not self.cfg.live_allow_private:
-                    why = await (self.snapshot.check_address(url, _public_address) if self.snapshot is not None
-                                 else _public_address(parts.hostname))
-                    if why:
-                        return FetchedPage(url=url, error=why)
-                async with client.stream("GET", url) as r:
-                    if r.is_redirect and r.headers.get("location"):
-                        url = urljoin(url, r.headers["location"])
-                        continue
-                    content_type = r.headers.get("content-type", "")
-                    if r.status_code != 200:
-                        return FetchedPage(url=url, status=r.status_code, content_type=content_type,
-                                           error=f"HTTP {r.status_code} for {url}")
-                    if content_type.split(";")[0].strip().lower() not in _TEXT_TYPES:
-                        return FetchedPage(url=url, status=r.status_code, content_type=content_type,
-                                           error=f"unsupported content type {content_type or 'unknown'!r} "
-                                                 f"(only HTML and plain text pages can be read)")
-                    body, truncated = bytearray(), False
-                    async for chunk in r.aiter_bytes():
-                        body.extend(chunk)
-                        if len(body) >= max_bytes:  # the size cap: keep the head, stop downloading
-                            del body[max_bytes:]
-                            truncated = True
-                            break
-                    charset = r.charset_encoding or "utf-8"
-                    try:
-                        html = body.decode(charset, errors="replace")
-                    except LookupError:
-                        html = body.decode("utf-8", errors="replace")
-                    page = await self._page(url, r.status_code, content_type, html, base=url)
-                    page.truncated = truncated
-                    return page
-            return FetchedPage(url=url, error="too many redirects")
+            transport = SnapshotTransport(self.snapshot, live=transport, max_bytes=self.cfg.live_max_bytes)
+        got = _Body(url)
+        try:  # the deadline: just past httpx's own per-read timeout, so a plain stall still reads as a ReadTimeout
+            async with asyncio.timeout(self.cfg.live_timeout_s + DEADLINE_SLACK_S):
+                async with httpx.AsyncClient(timeout=self.cfg.live_timeout_s, transport=transport, trust_env=False,
+                                             headers={"User-Agent": _UA, "Accept-Encoding": ACCEPT_ENCODING}) as client:
+                    failed = await self._get_live(client, got)
+        except TimeoutError:
+            if got.status is None:
+                why = f"no answer from {got.url} within {self.cfg.live_timeout_s + DEADLINE_SLACK_S:g} s"
+                if self.snapshot is not None and self.snapshot.mode == "record":
+                    self.snapshot.record_error(got.url, "TimeoutError", why)  # replays as the same timeout
+                return FetchedPage(url=got.url, error=f"TimeoutError: {why}")
+            failed, got.truncated = None, True
+        if failed is not None:
+            return failed
+        try:
+            html = got.body.decode(got.charset, errors="replace")
+        except LookupError:
+            html = got.body.decode("utf-8", errors="replace")
+        page = await self._page(got.url, got.status, got.content_type, html, base=got.url)
+        page.truncated = got.truncated
+        return page
+
+    async def _get_live(self, client, got: "_Body") -> FetchedPage | None:
+        """Follow `got.url` (redirects by hand: each hop passes the same checks) and stream the body into `got`;
+        a FetchedPage when the page cannot be read, None when `got` holds it."""
+        max_bytes, url = self.cfg.live_max_bytes, got.url
+        for _ in range(6):
+            got.url = url
+            parts = urlsplit(url)
+            if parts.scheme not in ("http", "https"):
+                return FetchedPage(url=url, error=f"only http(s) URLs can be visited, not {parts.scheme!r}")
+            if not parts.hostname:
+                return FetchedPage(url=url, error="the URL has no host")
+            if not self.cfg.live_allow_private:  # early and by name; the connection itself is checked again
+                why = await (self.snapshot.check_address(url, check_host) if self.snapshot is not None
+                             else check_host(parts.hostname))
+                if why:
+                    return FetchedPage(url=url, error=why)
+            async with client.stream("GET", url) as r:
+                if r.is_redirect and r.headers.get("location"):
+                    url = urljoin(url, r.headers["location"])
+                    continue
+                content_type = r.headers.get("content-type", "")
+                if r.status_code != 200:
+                    return FetchedPage(url=url, status=r.status_code, content_type=content_type,
+                                       error=f"HTTP {r.status_code} for {url}")
+                if content_type.split(";")[0].strip().lower() not in _TEXT_TYPES:
+                    return FetchedPage(url=url, status=r.status_code, content_type=content_type,
+                                       error=f"unsupported content type {content_type or 'unknown'!r} "
+                                             f"(only HTML and plain text pages can be read)")
+                decoder = BoundedDecoder(r.headers.get("content-encoding"))
+                got.status, got.content_type, got.charset = r.status_code, content_type, r.charset_encoding or "utf-8"
+                raw = 0
+                async for chunk in r.aiter_raw():  # still encoded: decoded here, within the budget
+                    chunk = chunk[:max_bytes - raw]
+                    raw += len(chunk)
+                    got.body += decoder.feed(chunk, max_bytes - len(got.body))
+                    if len(got.body) >= max_bytes or raw >= max_bytes:  # the size cap: keep the head, stop reading
+                        got.truncated = True
+                        break
+                return None
+        return FetchedPage(url=url, error="too many redirects")
 
     async def _page(self, url: str, status: int, content_type: str, html: str, base: str) -> FetchedPage:
         def parse() -> tuple[str, list[str], str]:

@@ -1,9 +1,11 @@
 """What the tools plug in to record into or replay from a snapshot (`wdlib.snapshot.store`).
 
 - `SnapshotTransport`: an httpx transport. Every request the visit tool makes (each redirect hop on its own) is
-  served from the snapshot when it holds the URL; otherwise, recording, it goes to the live web and the exchange is
+  served from the snapshot when it holds the URL; otherwise, recording, it goes to the live web through the toolbox's
+  own transport (`wdlib.netguard.LiveTransport`: the same address policy as without a snapshot) and the exchange is
   written to the WARC file as the body streams through (exactly the bytes read, Content-Encoding kept, cut where the
-  tool stopped reading) or, on failure, the failure is; replaying, it is a miss (`NotInSnapshot`).
+  tool stopped reading and at most `max_bytes`) or, on failure, the failure is; replaying, it is a miss
+  (`NotInSnapshot`) and nothing connects.
 - `SnapshotSearch`, `SnapshotLLM`: the same for search answers and the summarizer's (or any tool LLM's) replies,
   in the content-addressed cache.
 - `open_snapshot`: `web.snapshot` opened for `web.mode` (live records, replay serves), with clear errors for
@@ -13,7 +15,6 @@
 from __future__ import annotations
 
 import os
-import urllib.request
 from pathlib import Path
 from typing import Any, Callable
 
@@ -35,15 +36,18 @@ def _rebuild_error(name: str, message: str, request: httpx.Request) -> Exception
 class _Tee(httpx.AsyncByteStream):
     """Passes the live body through and writes the exchange when the response is closed."""
 
-    def __init__(self, snap: Snapshot, request: httpx.Request, response: httpx.Response):
-        self.snap, self.request, self.response = snap, request, response
+    def __init__(self, snap: Snapshot, request: httpx.Request, response: httpx.Response, max_bytes: int | None):
+        self.snap, self.request, self.response, self.max_bytes = snap, request, response, max_bytes
         self.chunks: list[bytes] = []
-        self.done, self.error, self.saved = False, None, False
+        self.kept, self.done, self.error, self.saved = 0, False, None, False
 
     async def __aiter__(self):
         try:
             async for chunk in self.response.stream:
-                self.chunks.append(chunk)
+                if self.max_bytes is None or self.kept < self.max_bytes:  # the record keeps the fetch's budget
+                    kept = chunk if self.max_bytes is None else chunk[:self.max_bytes - self.kept]
+                    self.chunks.append(kept)
+                    self.kept += len(kept)
                 yield chunk
         except Exception as exc:
             self.error = exc
@@ -64,7 +68,8 @@ class _Tee(httpx.AsyncByteStream):
         truncated = None
         if self.error is not None:
             truncated = "disconnect"
-        elif not self.done and r.headers.get("content-length") != "0":
+        elif (not self.done and r.headers.get("content-length") != "0") or \
+                (self.max_bytes is not None and self.kept >= self.max_bytes):
             truncated = "length"  # the tool stopped reading (size cap, a redirect or a type it does not read)
         decode = lambda pairs: [(k.decode("latin-1"), v.decode("latin-1")) for k, v in pairs]  # noqa: E731
         self.snap.record_exchange(
@@ -85,20 +90,11 @@ class _Replayed(httpx.AsyncByteStream):
 
 
 class SnapshotTransport(httpx.AsyncBaseTransport):
-    """Serves requests from the snapshot; recording, fetches what it lacks (HTTP(S)_PROXY / NO_PROXY honoured)."""
+    """Serves requests from the snapshot; recording, fetches what it lacks through `live` (the toolbox's transport)
+    and records at most `max_bytes` of each body."""
 
-    def __init__(self, snap: Snapshot, verify: Any = True):
-        self.snap, self.verify = snap, verify
-        self._live: dict[str | None, httpx.AsyncHTTPTransport] = {}
-
-    def _live_transport(self, request: httpx.Request) -> httpx.AsyncHTTPTransport:
-        proxies = urllib.request.getproxies()
-        proxy = proxies.get(request.url.scheme) or proxies.get("all")
-        if proxy and urllib.request.proxy_bypass(request.url.host):
-            proxy = None
-        if proxy not in self._live:
-            self._live[proxy] = httpx.AsyncHTTPTransport(verify=self.verify, proxy=proxy)
-        return self._live[proxy]
+    def __init__(self, snap: Snapshot, live: httpx.AsyncBaseTransport | None = None, max_bytes: int | None = None):
+        self.snap, self.live, self.max_bytes = snap, live, max_bytes
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         url = str(request.url)
@@ -108,13 +104,15 @@ class SnapshotTransport(httpx.AsyncBaseTransport):
             return self._replay(entry, request)
         if self.snap.mode == "replay":
             raise self.snap.miss(redact_url(url))
+        if self.live is None:
+            raise SnapshotError("recording needs the live transport to fetch with")
         try:
-            response = await self._live_transport(request).handle_async_request(request)
+            response = await self.live.handle_async_request(request)
         except Exception as exc:
             self.snap.record_error(url, type(exc).__name__, str(exc))
             raise
         return httpx.Response(response.status_code, headers=response.headers, extensions=response.extensions,
-                              stream=_Tee(self.snap, request, response), request=request)
+                              stream=_Tee(self.snap, request, response, self.max_bytes), request=request)
 
     def _replay(self, entry, request: httpx.Request) -> httpx.Response:
         info = entry.info
@@ -131,8 +129,8 @@ class SnapshotTransport(httpx.AsyncBaseTransport):
                                           "http_version": b"HTTP/1.1"})
 
     async def aclose(self) -> None:
-        for transport in self._live.values():
-            await transport.aclose()
+        if self.live is not None:
+            await self.live.aclose()
 
 
 class SnapshotSearch:
