@@ -169,4 +169,5 @@ def test_cli_build_and_clear_errors(tmp_path, local_web_cfg):
     result = subprocess.run([sys.executable, "-m", "wdlib.web", "build", "--params", str(bad)],
                             capture_output=True, text=True, cwd=config.REPO_ROOT)
     assert result.returncode == 2
-    assert "unknown site(s) ['geocities']" in result.stderr and "python-docs" in result.stderr
+    # refused when the params load (issue 18), naming the file, the key and the known sites
+    assert f"{bad}: web.sites.1:" in result.stderr and "'geocities'" in result.stderr and "python-docs" in result.stderr

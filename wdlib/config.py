@@ -3,8 +3,10 @@
 A params file is a YAML mapping whose top-level keys are the sections below (they are also the notebooks'
 papermill parameters). `extends: other.yaml` (relative to the file) merges the file over another, so shared
 settings live in one place. Defaults in the dataclass-like models below are the paper's settings where it gives
-them. Unknown keys, wrong types and missing files raise `ParamsError` naming the file and the key path, e.g.
-`params/7b.yaml: dapo.epsilon_hihg: unknown key`.
+them. Unknown keys, wrong types (no coercion: `true` is not 1, "8" is not 8), values out of range, settings that
+contradict each other, duplicate YAML keys, key literals (params hold env-var *names*, never keys) and missing files
+raise `ParamsError` naming the file that holds the value and the key path, e.g.
+`params/7b.yaml: dapo.epsilon_hihg: unknown key`; a message never shows a value that looks like a key.
 """
 
 from __future__ import annotations
@@ -13,8 +15,10 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from wdlib.params_file import (Origins, ParamsError, check_size, format_errors, key_literals, merge, origins,
+                               read_yaml, where)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PARAMS_DIR = REPO_ROOT / "params"
@@ -23,6 +27,7 @@ SECTIONS = ("run", "models", "agent", "web", "synthesis", "trajectories", "filte
 SAMPLES_DIR = "../shared/data/webdancer-samples"  # WebDancer's released samples (relative to the repo root)
 SAMPLE_QA = f"{SAMPLES_DIR}/sample_qa.jsonl"
 SAMPLE_TRAJECTORIES = f"{SAMPLES_DIR}/sample_traj.jsonl"
+SITES = ("python-docs", "sqlite-docs", "postgresql-docs", "django-docs", "wikipedia")  # = wdlib.sites.KNOWN_SITES
 
 
 def cache_dir() -> Path:
@@ -32,12 +37,8 @@ def cache_dir() -> Path:
     return root
 
 
-class ParamsError(ValueError):
-    """A params file that cannot be used; the message names the file and the key path."""
-
-
 class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, strict=True)
 
 
 # ---------------------------------------------------------------- run
@@ -92,9 +93,9 @@ class WebParams(Section):
     # from it, no network, no keys (wdlib.snapshot). Relative paths are relative to the repo root.
     snapshot: str | None = None
     search_backend: Literal["local", "serpapi"] = "local"
-    sites: list[str] = Field(default_factory=lambda: ["python-docs", "wikipedia"])
+    sites: list[Literal[SITES]] = Field(default_factory=lambda: ["python-docs", "wikipedia"], min_length=1)
     cache_dir: str | None = None  # None → $WDLIB_CACHE or ~/.cache/wdlib
-    encyclopedia_max_pages: int | None = None  # None → all summaries
+    encyclopedia_max_pages: int | None = Field(None, gt=0)  # None → all summaries
     top_k: int = Field(10, gt=0)
     max_queries_per_call: int = Field(5, gt=0)
     extractor: Literal["trafilatura", "newspaper"] = "trafilatura"
@@ -135,7 +136,7 @@ class E2HQAParams(Section):
     seed_roots: list[str] = Field(default_factory=list)  # encyclopedia seeds: crawl these; [] → local encyclopedia
     num_seeds: int = Field(40, ge=0)
     hops: int = Field(2, ge=0)
-    min_hops: int = Field(1, ge=0)  # keep a hardened question only if this many hops succeeded
+    min_hops: int = Field(1, ge=0)  # keep a hardened question only if this many hops succeeded (<= hops)
     rewriter: Literal["llm", "template"] = "llm"  # llm falls back to the template when its rewrite is unusable
     max_description_words: int = Field(25, gt=0)
     max_new_tokens: int = Field(160, gt=0)  # the teacher's rewritten question
@@ -165,7 +166,7 @@ class TrajectoriesParams(Section):
     temperature: float = Field(0.7, ge=0)
     top_p: float = Field(0.95, gt=0, le=1)
     cot: Literal["short", "long"] = "short"
-    max_questions: int | None = None
+    max_questions: int | None = Field(None, gt=0)
     external: list[str] = Field(default_factory=lambda: [SAMPLE_TRAJECTORIES])
     format_demos: FormatDemosParams = Field(default_factory=FormatDemosParams)
 
@@ -236,9 +237,9 @@ class DAPOParams(Section):
     max_steps: int = Field(100, gt=0)
     temperature: float = Field(1.0, ge=0)
     top_p: float = Field(1.0, gt=0, le=1)
-    epsilon: float = 0.2
-    epsilon_high: float = 0.28
-    beta: float = 0.0
+    epsilon: float = Field(0.2, ge=0)
+    epsilon_high: float = Field(0.28, ge=0)  # >= epsilon (clip-higher)
+    beta: float = Field(0.0, ge=0)
     loss_type: Literal["dapo", "grpo", "bnpo", "dr_grpo"] = "dapo"
     max_turns: int = Field(8, gt=0)
     max_completion_length: int = Field(8192, gt=0)  # model + observation tokens per trajectory
@@ -256,7 +257,7 @@ class DAPOParams(Section):
     gradient_checkpointing: bool = True
     num_processes: int = Field(1, gt=0)
     accelerate_config: str | None = "accelerate/zero3.yaml"
-    max_questions: int | None = None  # training questions taken from qa.jsonl (None → all)
+    max_questions: int | None = Field(None, gt=0)  # training questions taken from qa.jsonl (None → all)
     fallback_qa: str | None = SAMPLE_QA  # when <run_dir>/qa.jsonl is absent
     trainer_kwargs: dict[str, Any] = Field(default_factory=dict)  # any other trl.GRPOConfig argument, passed through
 
@@ -273,8 +274,8 @@ class EvalParams(Section):
     top_p: float = Field(0.95, gt=0, le=1)
     repetition_penalty: float = Field(1.0, gt=0)  # paper: 1.1 for reasoning models (QwQ), 1.0 for instruct models
     max_turns: int = Field(20, gt=0)
-    max_total_tokens: int | None = None  # per trajectory; None → models.policy.context_length
-    limit: int | None = None  # questions per benchmark (taken evenly across levels)
+    max_total_tokens: int | None = Field(None, gt=0)  # per trajectory; None → models.policy.context_length
+    limit: int | None = Field(None, gt=0)  # questions per benchmark (taken evenly across levels)
     concurrency: int = Field(32, gt=0)
     checkpoints: list[str] = Field(default_factory=lambda: ["base", "sft", "dapo"])
     extra_models: dict[str, ModelSpec] = Field(default_factory=dict)
@@ -320,7 +321,7 @@ class Config(Section):
         return RunPaths(self.run.dir)
 
     def dump(self) -> dict[str, Any]:
-        """Plain dict of the settings (no secrets live in params: keys are env-var *names*)."""
+        """Plain dict of the settings (no secrets live in params: keys are env-var *names*, checked at load)."""
         return self.model_dump(mode="json", exclude={"extends", "source"})
 
 
@@ -376,28 +377,6 @@ class RunPaths:
 
 
 # ---------------------------------------------------------------- loading
-def _merge(base: dict, over: dict) -> dict:
-    out = dict(base)
-    for key, value in over.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _merge(out[key], value)
-        else:
-            out[key] = value
-    return out
-
-
-def _read_yaml(path: Path, label: str) -> dict:
-    if not path.is_file():
-        raise ParamsError(f"{label}: params file not found")
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise ParamsError(f"{label}: not valid YAML: {exc}") from None
-    if not isinstance(data, dict):
-        raise ParamsError(f"{label}: top level must be a mapping of sections, got {type(data).__name__}")
-    return data
-
-
 def _label(path: Path) -> str:
     try:
         return str(path.resolve().relative_to(REPO_ROOT))
@@ -405,10 +384,14 @@ def _label(path: Path) -> str:
         return str(path)
 
 
-def _resolve_extends(data: dict, base_dir: Path, label: str, seen: tuple[Path, ...] = ()) -> dict:
+def _resolve_extends(data: dict, base_dir: Path, label: str, seen: tuple[Path, ...] = ()) -> tuple[dict, Origins]:
+    """The file merged over its `extends:` chain, and which file set each key."""
+    own = origins(data, label)
     parent = data.get("extends")
     if not parent:
-        return data
+        return data, own
+    if not isinstance(parent, str):
+        raise ParamsError(f"{label}: extends: must be a file name")
     parent_path = (base_dir / parent).resolve()
     if not parent_path.is_file() and (PARAMS_DIR / parent).is_file():
         parent_path = (PARAMS_DIR / parent).resolve()
@@ -417,31 +400,45 @@ def _resolve_extends(data: dict, base_dir: Path, label: str, seen: tuple[Path, .
     parent_label = _label(parent_path)
     if not parent_path.is_file():
         raise ParamsError(f"{label}: extends: params file not found: {parent}")
-    parent_data = _resolve_extends(_read_yaml(parent_path, parent_label), parent_path.parent, parent_label,
-                                   seen + (parent_path,))
-    merged = _merge(parent_data, {k: v for k, v in data.items() if k != "extends"})
-    return merged
+    parent_data, set_by = _resolve_extends(read_yaml(parent_path, parent_label), parent_path.parent, parent_label,
+                                           seen + (parent_path,))
+    return merge(parent_data, {k: v for k, v in data.items() if k != "extends"}), {**set_by, **own}
 
 
-def _format_errors(label: str, exc: ValidationError) -> str:
-    lines = []
-    for err in exc.errors():
-        key = ".".join(str(p) for p in err["loc"]) or "<top>"
-        msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
-        if err["type"] != "extra_forbidden" and "input" in err:
-            msg += f" (got {err['input']!r})"
-        lines.append(f"{label}: {key}: {msg}")
-    return "\n".join(lines)
+def _combinations(cfg: "Config") -> list[tuple[tuple, str]]:
+    """Settings each valid alone that contradict each other (TRL or a stage would fail later, naming neither)."""
+    d, e2h, found = cfg.dapo, cfg.synthesis.e2hqa, []
+    if (d.per_device_train_batch_size * d.gradient_accumulation_steps) % d.num_generations:
+        found.append((("dapo", "per_device_train_batch_size"), f"{d.per_device_train_batch_size} × "
+                      f"gradient_accumulation_steps ({d.gradient_accumulation_steps}) must be a multiple of "
+                      f"num_generations ({d.num_generations}): a step trains on whole groups"))
+    if d.epsilon_high < d.epsilon:
+        found.append((("dapo", "epsilon_high"), f"{d.epsilon_high} is below epsilon ({d.epsilon})"))
+    if e2h.min_hops > e2h.hops:
+        found.append((("synthesis", "e2hqa", "min_hops"), f"{e2h.min_hops} is more than hops ({e2h.hops})"))
+    specs = {("models", k): getattr(cfg.models, k) for k in ModelsParams.model_fields}
+    specs.update({("eval", "extra_models", k): v for k, v in cfg.eval.extra_models.items()})
+    found += [(path + ("max_new_tokens",), f"{spec.max_new_tokens} is more than context_length "
+               f"({spec.context_length})") for path, spec in specs.items()
+              if spec is not None and spec.max_new_tokens > spec.context_length]
+    return found
 
 
 def from_dict(data: dict, label: str = "<params>", base_dir: Path = PARAMS_DIR) -> Config:
     """Validate a params mapping (already read from YAML or given by papermill)."""
-    data = _resolve_extends(dict(data), base_dir, label)
+    check_size(data, label)
+    data, set_by = _resolve_extends(dict(data), base_dir, label)
     data.pop("extends", None)
-    try:
-        cfg = Config.model_validate(data)
-    except ValidationError as exc:
-        raise ParamsError(_format_errors(label, exc)) from None
+    problems = key_literals(data)
+    if not problems:
+        try:
+            cfg = Config.model_validate(data)
+        except ValidationError as exc:
+            raise ParamsError(format_errors(label, exc, set_by)) from None
+        problems = _combinations(cfg)
+    if problems:
+        raise ParamsError("\n".join(f"{where(set_by, path, label)}: {'.'.join(map(str, path))}: {why}"
+                                     for path, why in problems))
     cfg.source = label
     return cfg
 
@@ -452,7 +449,7 @@ def load(path: str | os.PathLike) -> Config:
     if not p.is_file() and (PARAMS_DIR / p).is_file():
         p = PARAMS_DIR / p
     label = _label(p) if p.is_file() else str(path)
-    return from_dict(_read_yaml(p, label), label, p.resolve().parent)
+    return from_dict(read_yaml(p, label), label, p.resolve().parent)
 
 
 def from_notebook(params_file: str | None = None, **sections: Any) -> Config:
@@ -473,7 +470,7 @@ def from_notebook(params_file: str | None = None, **sections: Any) -> Config:
         if not given:
             return base
         label = base.source
-        data = _merge(base.dump(), given)
+        data = merge(base.dump(), given)
         cfg = from_dict(data, label)
         return cfg
     return from_dict(given, label)
