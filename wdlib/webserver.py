@@ -17,6 +17,7 @@ from urllib.parse import quote, unquote, urlsplit
 class _Handler(http.server.BaseHTTPRequestHandler):
     web: Any  # the wdlib.web.LocalWeb served; set on the subclass made per server
     server_version = "wdlib-localweb/1"
+    timeout = 10.0  # seconds a connection may sit idle (or trickle a request): then its thread is freed
 
     def log_message(self, format, *args):  # quiet: tests and notebooks do not want access logs
         pass
@@ -41,6 +42,16 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self.do_GET()
 
     def do_GET(self):
+        """Any request gets an answer: a request the handler cannot read is a 400, a failure a 500, never a
+        traceback and a dropped connection."""
+        try:
+            self._get()
+        except ValueError as exc:  # e.g. `GET /[::1`: urlsplit's "Invalid IPv6 URL"
+            self._send(400, f"400 Bad Request: {exc}\n".encode(), "text/plain; charset=utf-8")
+        except Exception as exc:
+            self._send(500, f"500 Internal Server Error: {type(exc).__name__}\n".encode(), "text/plain; charset=utf-8")
+
+    def _get(self):
         from urllib.parse import parse_qs
 
         parts = urlsplit(self.path)
@@ -68,14 +79,21 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                    {"Content-Location": page.base_url or page.url, "X-Canonical-URL": page.url})
 
 
-class LocalWebServer:
-    """`with LocalWebServer(web) as srv:` serves the local web on 127.0.0.1 (a free port unless given)."""
+class _Server(http.server.ThreadingHTTPServer):
+    daemon_threads = True
 
-    def __init__(self, web: Any, port: int = 0):  # web: a wdlib.web.LocalWeb
+    def handle_error(self, request, client_address):  # a client that went away: nothing to print
+        pass
+
+
+class LocalWebServer:
+    """`with LocalWebServer(web) as srv:` serves the local web on 127.0.0.1 (a free port unless given). A connection
+    idle for `idle_timeout_s` is closed."""
+
+    def __init__(self, web: Any, port: int = 0, idle_timeout_s: float = _Handler.timeout):  # web: a LocalWeb
         self.web = web
-        handler = type("Handler", (_Handler,), {"web": web})
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", port), handler)  # loopback only, never public
-        self.httpd.daemon_threads = True
+        handler = type("Handler", (_Handler,), {"web": web, "timeout": idle_timeout_s})
+        self.httpd = _Server(("127.0.0.1", port), handler)  # loopback only, never public
         self.port = self.httpd.server_address[1]
         self.base_url = f"http://127.0.0.1:{self.port}"
         self._thread: threading.Thread | None = None
