@@ -26,8 +26,8 @@ _STATEMENT = re.compile(
     rf"(?P<w>{_WORD})(?P<rest>\s*[.,;:!?。，；：！—–(/-].*)?$", re.IGNORECASE)
 # a lead-in that names one of the answers compared lists it, it does not judge: "Reference: yes", "Predicted answer:
 # No", "The reference answer is 'yes'" (but "The prediction matches: Correct" and "The response is correct" judge)
-_ANSWER_LEAD = re.compile(r"(?:the\s+)?(?:(?:reference|gold|correct|predicted|extracted|model'?s?)[\s_]+(?:final[\s_]+)?"
-                          r"answer|prediction|response|question)|参考答案|预测答案|问题", re.IGNORECASE)
+_ANSWER_LEAD = re.compile(r"(?:the\s+)?(?:(?:reference|gold|correct|predicted|extracted|model'?s?)[\s_]+"
+                          r"(?:final[\s_]+)?answer|prediction|response|question)|参考答案|预测答案|问题", re.IGNORECASE)
 _REFERENCE_LEAD = re.compile(r"reference|gold|参考", re.IGNORECASE)
 _REASONING = re.compile(r"^(?:reasoning|explanation|analysis|rationale|reason|note|理由|说明|分析|解释)\s*:",
                         re.IGNORECASE)

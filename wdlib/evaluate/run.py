@@ -119,9 +119,10 @@ async def evaluate_model(label: str, client: Any, toolbox: Any, benchmark: Bench
     """
     from tqdm.auto import tqdm
 
-    from wdlib.agent import run_agent
+    from wdlib.agent import resolve_prompt, run_agent
 
     ecfg = cfg.eval
+    prompt = resolve_prompt(cfg)
     by_id = {qa.id: qa for qa in benchmark.items}
     sampling = {"temperature": ecfg.temperature, "top_p": ecfg.top_p}
     if ecfg.repetition_penalty != 1.0:  # sent only when set: not every endpoint accepts the parameter
@@ -148,7 +149,7 @@ async def evaluate_model(label: str, client: Any, toolbox: Any, benchmark: Bench
                 traj = await run_agent(qa.question, client, toolbox, gold=qa.answer, qa_id=qa.id,
                                        max_turns=ecfg.max_turns, max_total_tokens=max_total_tokens,
                                        context_length=context_length, sampling=sampling, sample=run,
-                                       prompt=cfg.agent.prompt)
+                                       prompt=prompt)
             except Exception as exc:  # the agent should not raise; if it does, retry on the next call
                 log.warning("%s/%s run %d: %s failed: %s: %s", benchmark.name, label, run, qa.id,
                             type(exc).__name__, exc)
