@@ -263,11 +263,8 @@ class DAPOParams(Section):
     trainer_kwargs: dict[str, Any] = Field(default_factory=dict)  # any other trl.GRPOConfig argument, passed through
 
 
-class AuditJudge(Section):
-    """One more judge for the judge audit (`eval.judges`): every answer is also judged by it, and the summary reports
-    its agreement (Cohen's kappa) with the scoring judge and the other audit judges."""
-
-    name: str = Field(pattern=r"^[A-Za-z0-9._+-]+$")
+class AuditJudge(Section):  # eval.judges: one more judge of every answer; the summary reports the judges' agreement
+    name: str = Field(pattern=r"^[A-Za-z0-9._+-]+$")  # not "scoring": the judge whose verdicts make the scores
     mode: JudgeMode = "equivalence"
     model: ModelSpec | None = None  # None → models.judge
 

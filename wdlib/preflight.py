@@ -52,10 +52,12 @@ class Problem:
 
 # ------------------------------------------------------------------ what each notebook uses
 def _judge_needed(cfg: Config, notebooks: set[str]) -> bool:
+    """Whether a selected notebook asks `models.judge` (LLM judge modes, the funnel's LLM review, audit judges)."""
     llm = cfg.judge.mode != "rules"
     modes = {cfg.eval.judge.get(b, cfg.judge.mode) for b in cfg.eval.benchmarks}
+    audits = any(j.mode != "rules" and j.model is None for j in cfg.eval.judges)
     return bool(("01" in notebooks and (llm or cfg.filters.llm_quality_check)) or ("04" in notebooks and llm)
-                or ("05" in notebooks and (modes - {"rules"})))
+                or ("05" in notebooks and (modes - {"rules"} or audits)))
 
 
 def models_used(cfg: Config, notebooks: set[str]) -> dict[str, ModelSpec]:

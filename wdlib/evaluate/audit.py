@@ -41,7 +41,10 @@ def cohen_kappa(a: Sequence[bool], b: Sequence[bool]) -> float:
 
 
 def judge_names(cfg: Config) -> list[str]:
-    return [SCORING] + [j.name for j in cfg.eval.judges]
+    names = [j.name for j in cfg.eval.judges]
+    if SCORING in names or len(set(names)) < len(names):
+        raise ValueError(f"{cfg.source}: eval.judges: names must be unique and not {SCORING!r} (the scoring judge)")
+    return [SCORING] + names
 
 
 def verdicts(record: dict) -> dict[str, bool | None]:
