@@ -11,15 +11,16 @@ Outputs follow WebDancer's released trajectories exactly (`wdlib.react.render_se
 never raises: a failure is an observation the agent can read. Search backends (`wdlib.search`): `local` (bm25s over
 the local web, in process, the same index the server's /search endpoint answers from) and `serpapi`. Visit fetches
 through the loopback mirror (local mode) or the live web (timeout, size cap, content-type check, no file:// and no
-private/loopback addresses), extracts the main text (trafilatura or newspaper3k), then picks goal-directed evidence
-(`wdlib.evidence`) with the summarizer model, or, without one or when it fails, extractively. With `web.snapshot`,
-live mode records every fetch, search and summarizer call into a WARC snapshot and `web.mode: replay` serves them from
-it, no network, no keys (`wdlib.snapshot`).
+private/loopback addresses), extracts the main text (trafilatura or newspaper3k; a PDF's text with pypdf, within the
+same byte cap and time limit), then picks goal-directed evidence (`wdlib.evidence`) with the summarizer model, or,
+without one or when it fails, extractively. With `web.snapshot`, live mode records every fetch, search and summarizer
+call into a WARC snapshot and `web.mode: replay` serves them from it, no network, no keys (`wdlib.snapshot`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import io
 import ipaddress
 import json
 import ssl
@@ -55,6 +56,8 @@ class FetchedPage:
 
 
 _TEXT_TYPES = ("text/html", "application/xhtml+xml", "text/plain")
+_PDF_TYPES = ("application/pdf", "application/x-pdf")
+_BINARY_TYPES = ("application/octet-stream", "binary/octet-stream")  # read only when the body is a PDF (%PDF-)
 _UA = "Mozilla/5.0 (compatible; wdlib-webdancer/0.1; research agent)"
 
 
@@ -94,6 +97,45 @@ def extract_text(html: str, url: str | None = None, extractor: str = "trafilatur
             fallback = ""
         text = fallback if len(fallback) > len(text) else text
     return text.strip()
+
+
+def is_pdf(content_type: str, body: bytes) -> bool:
+    """A PDF by its content type or by its signature (servers often label PDFs as binary, or wrongly)."""
+    return content_type.split(";")[0].strip().lower() in _PDF_TYPES or body[:5] == b"%PDF-"
+
+
+def pdf_text(data: bytes, max_chars: int) -> str:
+    """The text of a PDF (pypdf), page after page until `max_chars` are collected (what visit can use at most), so
+    a long document costs no more than the pages it needs. Raises on a file pypdf cannot read."""
+    from pypdf import PdfReader
+
+    reader = PdfReader(io.BytesIO(data))
+    if reader.is_encrypted:
+        reader.decrypt("")  # many "encrypted" PDFs only restrict editing and open with the empty password
+    parts, total = [], 0
+    for page in reader.pages:
+        text = (page.extract_text() or "").strip()
+        parts.append(text)
+        total += len(text)
+        if total >= max_chars:
+            break
+    return "\n\n".join(p for p in parts if p)[:max_chars]
+
+
+async def _pdf_page(url: str, status: int, content_type: str, body: bytes, *, truncated: bool, max_chars: int,
+                    timeout_s: float) -> FetchedPage:
+    """A fetched PDF as a page of text, within visit's limits: the bytes cap (a cut PDF usually cannot be read: its
+    index is at the end) and the time limit for extraction."""
+    try:
+        text = await asyncio.wait_for(asyncio.to_thread(pdf_text, body, max_chars), timeout=timeout_s)
+    except asyncio.TimeoutError:
+        return FetchedPage(url=url, status=status, content_type=content_type, truncated=truncated,
+                           error=f"the PDF's text could not be extracted within {timeout_s:.0f} s")
+    except Exception as exc:
+        why = (f"the PDF is larger than the {len(body):,}-byte limit and cannot be read in part" if truncated
+               else f"the PDF could not be read ({type(exc).__name__}: {exc})")
+        return FetchedPage(url=url, status=status, content_type=content_type, truncated=truncated, error=why)
+    return FetchedPage(url=url, status=status, content_type=content_type, text=text, truncated=truncated)
 
 
 async def _public_address(host: str) -> str | None:
@@ -314,6 +356,9 @@ class Toolbox:
             return FetchedPage(url=url, status=r.status_code, content_type=content_type,
                                error=f"HTTP {r.status_code}: {url} is not in the local web (no such page)")
         canonical = r.headers.get("x-canonical-url", url)
+        if is_pdf(content_type, r.content):
+            return await _pdf_page(canonical, r.status_code, content_type, r.content, truncated=False,
+                                   max_chars=self.cfg.visit_max_page_chars, timeout_s=self.cfg.live_timeout_s)
         return await self._page(canonical, r.status_code, content_type, r.text,
                                 base=r.headers.get("content-location", canonical))
 
@@ -348,10 +393,10 @@ class Toolbox:
                     if r.status_code != 200:
                         return FetchedPage(url=url, status=r.status_code, content_type=content_type,
                                            error=f"HTTP {r.status_code} for {url}")
-                    if content_type.split(";")[0].strip().lower() not in _TEXT_TYPES:
+                    if content_type.split(";")[0].strip().lower() not in _TEXT_TYPES + _PDF_TYPES + _BINARY_TYPES:
                         return FetchedPage(url=url, status=r.status_code, content_type=content_type,
                                            error=f"unsupported content type {content_type or 'unknown'!r} "
-                                                 f"(only HTML and plain text pages can be read)")
+                                                 f"(only HTML, plain text and PDF can be read)")
                     body, truncated = bytearray(), False
                     async for chunk in r.aiter_bytes():
                         body.extend(chunk)
@@ -359,6 +404,13 @@ class Toolbox:
                             del body[max_bytes:]
                             truncated = True
                             break
+                    if is_pdf(content_type, bytes(body[:5])):
+                        return await _pdf_page(url, r.status_code, content_type, bytes(body), truncated=truncated,
+                                               max_chars=self.cfg.visit_max_page_chars,
+                                               timeout_s=self.cfg.live_timeout_s)
+                    if content_type.split(";")[0].strip().lower() in _BINARY_TYPES:
+                        return FetchedPage(url=url, status=r.status_code, content_type=content_type,
+                                           error="a binary file that is not a PDF cannot be read")
                     charset = r.charset_encoding or "utf-8"
                     try:
                         html = body.decode(charset, errors="replace")
