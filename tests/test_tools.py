@@ -13,7 +13,8 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from wdlib import tools
+from pdfs import make_pdf
+from wdlib import pdf, tools
 from wdlib.evidence import extractive_evidence, parse_evidence_json
 from wdlib.search import SerpApiSearch
 from wdlib.tools import Toolbox, extract_text
@@ -340,28 +341,6 @@ def test_serpapi_backend_renders_recorded_json_like_webdancer(local_web_cfg, ser
 
 
 # ---------------------------------------------------------------- live mode guards (loopback, allowed explicitly)
-def make_pdf(pages: list[list[str]]) -> bytes:
-    """A real PDF (PDF 1.4: catalog, page tree, one content stream of Helvetica text per page, cross-reference table)."""
-    objects = ["<< /Type /Catalog /Pages 2 0 R >>",
-               f"<< /Type /Pages /Kids [{' '.join(f'{3 + 2 * i} 0 R' for i in range(len(pages)))}] "
-               f"/Count {len(pages)} >>"]
-    font = 3 + 2 * len(pages)
-    for i, lines in enumerate(pages):
-        stream = "BT /F1 11 Tf 72 720 Td 14 TL " + " ".join(f"({line}) Tj T*" for line in lines) + " ET"
-        objects += [f"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents {4 + 2 * i} 0 R "
-                    f"/Resources << /Font << /F1 {font} 0 R >> >> >>",
-                    f"<< /Length {len(stream)} >>\nstream\n{stream}\nendstream"]
-    objects.append("<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>")
-    out, offsets = b"%PDF-1.4\n", []
-    for n, body in enumerate(objects, 1):
-        offsets.append(len(out))
-        out += f"{n} 0 obj\n{body}\nendobj\n".encode()
-    xref = len(out)
-    out += f"xref\n0 {len(objects) + 1}\n0000000000 65535 f \n".encode()
-    out += b"".join(f"{o:010d} 00000 n \n".encode() for o in offsets)
-    return out + f"trailer\n<< /Size {len(objects) + 1} /Root 1 0 R >>\nstartxref\n{xref}\n%%EOF\n".encode()
-
-
 PAPER_PDF = make_pdf([["Attention Is All You Need", "We propose the Transformer, based solely on attention."],
                       ["Results", "The big model reaches 28.4 BLEU on the WMT 2014 English-to-German task."]])
 LONG_PDF = make_pdf([[f"Page {i} of a long report. " + "Filler text about harbours. " * 6] for i in range(40)])
@@ -464,12 +443,12 @@ def test_live_fetch_checks_type_size_timeout_and_redirects(local_web_cfg, live_s
 
 # ---------------------------------------------------------------- PDFs
 def test_pdf_text_reads_pages_until_the_budget():
-    text = tools.pdf_text(PAPER_PDF, 10_000)
+    text = pdf.pdf_text(PAPER_PDF, 10_000)
     assert "Attention Is All You Need" in text and "28.4 BLEU on the WMT 2014" in text
     assert text.index("Transformer") < text.index("Results")  # page order kept
-    assert len(tools.pdf_text(LONG_PDF, 500)) == 500  # stops early: what visit can use at most
+    assert len(pdf.pdf_text(LONG_PDF, 500)) == 500  # stops early: what visit can use at most
     with pytest.raises(Exception):
-        tools.pdf_text(b"%PDF-1.4 not a pdf", 100)
+        pdf.pdf_text(b"%PDF-1.4 not a pdf", 100)
 
 
 def test_visit_reads_a_pdf_served_live(local_web_cfg, live_site):

@@ -20,7 +20,6 @@ call into a WARC snapshot and `web.mode: replay` serves them from it, no network
 from __future__ import annotations
 
 import asyncio
-import io
 import ipaddress
 import json
 import ssl
@@ -32,6 +31,7 @@ from urllib.parse import urljoin, urlsplit
 from wdlib.config import Config, WebParams
 from wdlib.evidence import (EXTRACTOR_PROMPT, NO_CONTENT_EVIDENCE, NO_CONTENT_SUMMARY, extractive_evidence,
                             parse_evidence_json)
+from wdlib.pdf import PDF_TYPES, is_pdf, pdf_text
 from wdlib.react import REQUIRED_ARGS, TOOL_NAMES, observation, render_search, render_visit
 from wdlib.search import LocalSearch, SearchError, SerpApiSearch
 from wdlib.sites import html_links, html_text, url_key, web_dir
@@ -56,7 +56,6 @@ class FetchedPage:
 
 
 _TEXT_TYPES = ("text/html", "application/xhtml+xml", "text/plain")
-_PDF_TYPES = ("application/pdf", "application/x-pdf")
 _BINARY_TYPES = ("application/octet-stream", "binary/octet-stream")  # read only when the body is a PDF (%PDF-)
 _UA = "Mozilla/5.0 (compatible; wdlib-webdancer/0.1; research agent)"
 
@@ -99,33 +98,12 @@ def extract_text(html: str, url: str | None = None, extractor: str = "trafilatur
     return text.strip()
 
 
-def is_pdf(content_type: str, body: bytes) -> bool:
-    """A PDF by its content type or by its signature (servers often label PDFs as binary, or wrongly)."""
-    return content_type.split(";")[0].strip().lower() in _PDF_TYPES or body[:5] == b"%PDF-"
-
-
-def pdf_text(data: bytes, max_chars: int) -> str:
-    """The text of a PDF (pypdf), page after page until `max_chars` are collected (what visit can use at most), so
-    a long document costs no more than the pages it needs. Raises on a file pypdf cannot read."""
-    from pypdf import PdfReader
-
-    reader = PdfReader(io.BytesIO(data))
-    if reader.is_encrypted:
-        reader.decrypt("")  # many "encrypted" PDFs only restrict editing and open with the empty password
-    parts, total = [], 0
-    for page in reader.pages:
-        text = (page.extract_text() or "").strip()
-        parts.append(text)
-        total += len(text)
-        if total >= max_chars:
-            break
-    return "\n\n".join(p for p in parts if p)[:max_chars]
-
-
 async def _pdf_page(url: str, status: int, content_type: str, body: bytes, *, truncated: bool, max_chars: int,
                     timeout_s: float) -> FetchedPage:
     """A fetched PDF as a page of text, within visit's limits: the bytes cap (a cut PDF usually cannot be read: its
     index is at the end) and the time limit for extraction."""
+    import pypdf  # noqa: F401  (imported before the clock starts: the first import alone can take a second)
+
     try:
         text = await asyncio.wait_for(asyncio.to_thread(pdf_text, body, max_chars), timeout=timeout_s)
     except asyncio.TimeoutError:
@@ -393,7 +371,7 @@ class Toolbox:
                     if r.status_code != 200:
                         return FetchedPage(url=url, status=r.status_code, content_type=content_type,
                                            error=f"HTTP {r.status_code} for {url}")
-                    if content_type.split(";")[0].strip().lower() not in _TEXT_TYPES + _PDF_TYPES + _BINARY_TYPES:
+                    if content_type.split(";")[0].strip().lower() not in _TEXT_TYPES + PDF_TYPES + _BINARY_TYPES:
                         return FetchedPage(url=url, status=r.status_code, content_type=content_type,
                                            error=f"unsupported content type {content_type or 'unknown'!r} "
                                                  f"(only HTML, plain text and PDF can be read)")
