@@ -9,15 +9,74 @@ waits on a tool or the model, the others proceed) and resumes by trajectory id.
 from __future__ import annotations
 
 import asyncio
+import functools
 import inspect
+import json
+import re
 import time
+from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from tqdm.auto import tqdm
 
-from wdlib.react import (FINAL_ANSWER_INSTRUCTION, STOP_STRINGS, ToolCall, error_observation, parse_turn,
-                         prompt_messages, tool_response)
+from wdlib.react import (FINAL_ANSWER_INSTRUCTION, STOP_STRINGS, PromptTemplate, ToolCall, error_observation,
+                         parse_turn, prompt_messages, tool_response)
 from wdlib.trajectory import QAPair, Trajectory, question_id, trajectory_id
+
+
+# ------------------------------------------------------------------ the prompt
+def resolve_prompt(cfg: Any) -> str | PromptTemplate:
+    """The prompt every stage starts an episode from (`agent.prompt`): a style name, or for `webdancer` the authors'
+    templates read from `agent.webdancer_prompt_file` (their released trajectories; read here, never copied)."""
+    if cfg.agent.prompt != "webdancer":
+        return cfg.agent.prompt
+    path = cfg.resolve_path(cfg.agent.webdancer_prompt_file)
+    if not path.is_file():
+        raise FileNotFoundError(f"{cfg.source}: agent.webdancer_prompt_file: {path} not found (WebDancer's released "
+                                "sample_traj.jsonl, or your own copy)")
+    return _read_template(str(path), path.stat().st_mtime)
+
+
+@functools.lru_cache(maxsize=4)
+def _read_template(path: str, mtime: float) -> PromptTemplate:
+    return webdancer_prompt(Path(path).read_text(encoding="utf-8"), source=path)
+
+
+_USER_MARK = "\nUser: "  # the user template ends with this, then the question
+_DATE_MARK = "Current date: "  # the system prompt ends with this, then the date (YYYY-MM-DD)
+
+
+def webdancer_prompt(jsonl_text: str, source: str = "the released trajectories") -> PromptTemplate:
+    """The authors' system prompt and user template, read from the text of their released trajectories (JSONL, one
+    ChatML record per line: `messages[0]` system, `messages[1]` user). Every record must carry the same two templates
+    (only the date and the question differ); anything else is a ValueError naming the line."""
+    systems, users = {}, {}
+    for n, line in enumerate(jsonl_text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            messages = json.loads(line)["messages"]
+            system, user = messages[0], messages[1]
+        except (json.JSONDecodeError, KeyError, IndexError, TypeError) as exc:
+            raise ValueError(f"{source}:{n}: not a trajectory with system and user messages ({exc})") from None
+        if system.get("role") != "system" or user.get("role") != "user":
+            raise ValueError(f"{source}:{n}: the first two messages are not system and user")
+        cut = system["content"].rfind(_DATE_MARK)
+        if cut < 0 or not re.fullmatch(r"\d{4}-\d{2}-\d{2}", system["content"][cut + len(_DATE_MARK):]):
+            raise ValueError(f"{source}:{n}: the system prompt does not end with '{_DATE_MARK}YYYY-MM-DD'")
+        tools_end = user["content"].find("</tools>")
+        at = user["content"].find(_USER_MARK, max(tools_end, 0))
+        if tools_end < 0 or at < 0:
+            raise ValueError(f"{source}:{n}: the user prompt has no <tools> block followed by '{_USER_MARK.strip()}'")
+        systems.setdefault(system["content"][:cut + len(_DATE_MARK)], n)
+        users.setdefault(user["content"][:at + len(_USER_MARK)], n)
+    if not systems:
+        raise ValueError(f"{source}: no trajectories")
+    if len(systems) > 1 or len(users) > 1:
+        raise ValueError(f"{source}: the records use {len(systems)} system prompts and {len(users)} user templates "
+                         f"(first lines {sorted(systems.values())[:3]}, {sorted(users.values())[:3]}); expected one")
+    return PromptTemplate(next(iter(systems)), next(iter(users)))
+
 
 # ------------------------------------------------------------------ the ReAct loop
 MIN_TURN_TOKENS = 16  # no point starting a turn with less room than this
@@ -113,7 +172,7 @@ async def _call_tool(toolbox, call: ToolCall) -> str:
 async def run_agent(question: str, client, toolbox, *, gold: str | None = None, qa_id: str | None = None,
                     max_turns: int = 12, max_total_tokens: int = 32768, context_length: int | None = None,
                     sampling: dict | None = None, sample: int = 0, date: str | None = None,
-                    prompt: str = "ours") -> Trajectory:
+                    prompt: str | PromptTemplate = "ours") -> Trajectory:
     """Run one ReAct trajectory. Never raises: whatever fails (the model backend, a tokenizer, a client's reply,
     a toolbox) ends this trajectory with finish_reason "error" and the conversation so far, never its siblings.
 
@@ -121,20 +180,26 @@ async def run_agent(question: str, client, toolbox, *, gold: str | None = None, 
     turns, observations; also capped by `context_length`). When a limit is about to be reached, the last observation
     carries FINAL_ANSWER_INSTRUCTION and the next turn is the last one. finish_reason: "answer" (answered in budget),
     "max_turns" / "max_tokens" (the budget ran out; `prediction` is still set if the forced turn answered),
-    "error" (the model backend failed; see `error`). `prompt` is the prompt style (`wdlib.react.PROMPT_STYLES`).
+    "error" (the model backend failed; see `error`). `prompt` is the prompt style (`wdlib.react.PROMPT_STYLES`) or a
+    PromptTemplate (`resolve_prompt(cfg)` gives the one the params ask for).
     """
-    messages = prompt_messages(question, date, prompt)
+    messages: list[dict] = []
     t_start = time.perf_counter()
     try:
+        messages += prompt_messages(question, date, prompt)
         return await _episode(question, client, toolbox, messages, gold=gold, qa_id=qa_id, max_turns=max_turns,
                               max_total_tokens=max_total_tokens, context_length=context_length, sampling=sampling,
                               sample=sample, prompt=prompt)
     except Exception as e:
         return Trajectory(question=question, messages=messages, gold=gold, turns=sum(
             m["role"] == "assistant" for m in messages), finish_reason="error", model=_model_name(client),
-            sampling={**(sampling or {}), "max_turns": max_turns, "prompt": prompt},
+            sampling={**(sampling or {}), "max_turns": max_turns, "prompt": _prompt_name(prompt)},
             timings={"total_s": round(time.perf_counter() - t_start, 4)}, qa_id=qa_id or "", sample=sample,
             error=f"{type(e).__name__}: {e}")
+
+
+def _prompt_name(prompt: str | PromptTemplate) -> str:
+    return prompt.name if isinstance(prompt, PromptTemplate) else prompt
 
 
 def _model_name(client) -> str:
@@ -147,7 +212,7 @@ def _model_name(client) -> str:
 
 async def _episode(question: str, client, toolbox, messages: list[dict], *, gold: str | None, qa_id: str | None,
                    max_turns: int, max_total_tokens: int, context_length: int | None, sampling: dict | None,
-                   sample: int, prompt: str) -> Trajectory:
+                   sample: int, prompt: str | PromptTemplate) -> Trajectory:
     """`run_agent`'s loop; `messages` (the prompt, then each turn as it happens) is the caller's list."""
     sampling = dict(sampling or {})
     default_turn_tokens = getattr(client, "max_new_tokens", 512)
@@ -227,7 +292,8 @@ async def _episode(question: str, client, toolbox, messages: list[dict], *, gold
         else:
             used += count(content)
 
-    sampling_record = {**sampling, "max_new_tokens": turn_tokens, "max_turns": max_turns, "prompt": prompt,
+    sampling_record = {**sampling, "max_new_tokens": turn_tokens, "max_turns": max_turns,
+                       "prompt": _prompt_name(prompt),
                        "max_total_tokens": max_total_tokens}
     trajectory = Trajectory(
         question=question, messages=messages, gold=gold, prediction=prediction, turns=turns, tool_calls=calls,

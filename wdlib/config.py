@@ -76,7 +76,9 @@ class ModelSpec(Section):
 class AgentParams(Section):
     """How every stage talks to the agent: the prompt its episodes start from (`wdlib.react.PROMPT_STYLES`)."""
 
-    prompt: Literal["ours", "compact"] = "ours"
+    prompt: Literal["ours", "compact", "webdancer"] = "ours"
+    # webdancer: the authors' exact prompts, rebuilt at run time from their released trajectories (read, never copied)
+    webdancer_prompt_file: str = SAMPLE_TRAJECTORIES
 
 
 class ModelsParams(Section):
@@ -180,8 +182,11 @@ class FiltersParams(Section):
     rejudge: bool = False  # judge again trajectories that already carry a verdict (e.g. WebDancer's released ones)
 
 
+JudgeMode = Literal["rules", "llm", "equivalence"]  # see wdlib.judge; llm and equivalence need a judge model
+
+
 class JudgeParams(Section):
-    mode: Literal["llm", "rules"] = "rules"  # llm needs models.judge; rules = GAIA match or F1 >= f1_threshold
+    mode: JudgeMode = "rules"  # rules = GAIA match or F1 >= f1_threshold; llm: graded; equivalence: the paper's
     f1_threshold: float = Field(0.6, ge=0, le=1)
     # rules also accept a verbose prediction containing the whole gold phrase (67/100 of WebDancer's released
     # answers are sentences that contain their gold; F1 alone accepts none of them)
@@ -262,6 +267,12 @@ class DAPOParams(Section):
     trainer_kwargs: dict[str, Any] = Field(default_factory=dict)  # any other trl.GRPOConfig argument, passed through
 
 
+class AuditJudge(Section):  # eval.judges: one more judge of every answer; the summary reports the judges' agreement
+    name: str = Field(pattern=r"^[A-Za-z0-9._+-]+$")  # not "scoring": the judge whose verdicts make the scores
+    mode: JudgeMode = "equivalence"
+    model: ModelSpec | None = None  # None → models.judge
+
+
 class EvalParams(Section):
     benchmarks: list[Literal["local", "webwalkerqa", "gaia"]] = Field(default_factory=lambda: ["gaia", "webwalkerqa"])
     gaia_path: str | None = None  # local GAIA validation folder/file; None → hub (needs HF_TOKEN, online)
@@ -279,6 +290,9 @@ class EvalParams(Section):
     concurrency: int = Field(32, gt=0)
     checkpoints: list[str] = Field(default_factory=lambda: ["base", "sft", "dapo"])
     extra_models: dict[str, ModelSpec] = Field(default_factory=dict)
+    judge: dict[Literal["local", "webwalkerqa", "gaia"], JudgeMode] = Field(default_factory=dict)  # else judge.mode
+    judges: list[AuditJudge] = Field(default_factory=list)  # judge audit: more judges, agreement in the summary
+    bootstrap_samples: int = Field(2000, gt=0)  # resamples of the questions for each 95% CI
 
 
 class WandbParams(Section):
