@@ -223,6 +223,8 @@ async def run_agent(question: str, client, toolbox, *, gold: str | None = None, 
         else:
             used += count(content)
 
+    if transcript and hasattr(client, "release"):  # the client may drop this conversation's cached key/values
+        client.release(transcript.ids)
     sampling_record = {**sampling, "max_new_tokens": turn_tokens, "max_turns": max_turns,
                        "prompt": prompt.name if isinstance(prompt, PromptTemplate) else prompt,
                        "max_total_tokens": max_total_tokens}

@@ -68,6 +68,9 @@ class ModelSpec(Section):
     timeout_s: float = Field(120.0, gt=0)
     reasoning: bool = False  # a reasoning model whose reasoning_content becomes the <think> block (long CoT)
     gpu_memory_utilization: float = Field(0.85, gt=0, le=1)  # in-process vLLM only
+    # In-process transformers: key/values kept between calls (shared prompt, earlier turns), in tokens; 0 = none.
+    # ~46 kB per token for SmolLM2-135M fp32, ~57 kB for Qwen2.5-7B bf16. vLLM has its own prefix cache.
+    kv_cache_tokens: int = Field(32768, ge=0)
     tensor_parallel_size: int = Field(1, gt=0)
     extra: dict[str, Any] = Field(default_factory=dict)  # passed through to the backend's request/constructor
 
@@ -100,6 +103,10 @@ class WebParams(Section):
     top_k: int = Field(10, gt=0)
     max_queries_per_call: int = Field(5, gt=0)
     extractor: Literal["trafilatura", "newspaper"] = "trafilatura"
+    # Pages are parsed in this many worker processes (None: one per CPU core; 0: in the calling process, one at a
+    # time); a parse that crashes or runs past extract_timeout_s is stopped and the visit reports the error.
+    extract_workers: int | None = Field(None, ge=0)
+    extract_timeout_s: float = Field(60.0, gt=0)
     visit_max_page_chars: int = Field(60000, gt=0)  # page text handed to the summarizer
     visit_evidence_tokens: int = Field(400, gt=0)  # extractive fallback budget
     visit_max_urls: int = Field(5, gt=0)
