@@ -92,8 +92,9 @@ POLICY = ["model"]
 
 
 @contextmanager
-def timed_client(trainer, max_batch_size: int = 64):
-    yield CLIENT[POLICY[0]](model=trainer.model, tokenizer=trainer.processing_class, max_batch_size=max_batch_size)
+def timed_client(trainer, max_batch_size: int = 64, kv_cache_tokens: int = 0):
+    yield CLIENT[POLICY[0]](model=trainer.model, tokenizer=trainer.processing_class, max_batch_size=max_batch_size,
+                            kv_cache_tokens=kv_cache_tokens)
 
 
 class CountingToolbox:
