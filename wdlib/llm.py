@@ -245,8 +245,18 @@ class _TokenClient:
     token_level = True
 
     def encode_prompt(self, messages: list[dict]) -> list[int]:
-        ids = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
-        return list(ids["input_ids"] if hasattr(ids, "keys") else ids)
+        # Remembered for plain role/content messages: a rollout renders each prompt num_generations times.
+        plain = all(m.keys() <= {"role", "content"} for m in messages)
+        key = tuple((m.get("role"), m.get("content")) for m in messages) if plain else None
+        cache = self.__dict__.setdefault("_prompt_ids", {})
+        if (ids := cache.get(key)) is None:
+            ids = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
+            ids = list(ids["input_ids"] if hasattr(ids, "keys") else ids)
+            if key is not None:
+                cache[key] = ids
+                while len(cache) > 256:
+                    cache.pop(next(iter(cache)))
+        return list(ids)
 
     def decode(self, ids: Sequence[int]) -> str:
         """The text of generated ids: exactly what the ids say (special tokens included, so the messages stay in
