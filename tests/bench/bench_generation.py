@@ -4,7 +4,8 @@ once, each trajectory continues from its cache). Goal: >= 4x trajectories per se
 
 16 questions x 2 samples = 32 trajectories of up to 3 turns, run concurrently through the real agent (`run_many`) with
 the embedded model (or --model) and the real local-web tools (a fresh Toolbox per side, so both pay the same page
-parses), greedy decoding, the same batching on both sides. The sides run one after the other in one process.
+parses), greedy decoding, the same batching on both sides. The sides run one after the other in one process
+(`--order reuse,plain` to run the reusing client first).
 
     .venv/bin/python tests/bench/bench_generation.py [--questions 16] [--samples 2] [--model PATH]
 """
@@ -75,6 +76,7 @@ def main() -> None:
     parser.add_argument("--context", type=int, default=2048)
     parser.add_argument("--kv-cache-tokens", type=int, default=131072)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--order", default="plain,reuse", help="which side runs first (machine load drifts)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -92,8 +94,9 @@ def main() -> None:
     print(f"{len(items)} questions x {args.samples} samples, model {args.model}, greedy, {args.max_new_tokens} new "
           f"tokens per turn, max_turns {args.max_turns}, concurrency {args.concurrency}, torch threads "
           f"{torch.get_num_threads()}", flush=True)
-    plain_s, plain_t = side("plain", plain, cfg, items, args)
-    reuse_s, reuse_t = side("reuse", reuse, cfg, items, args)
+    results = {name: side(name, {"plain": plain, "reuse": reuse}[name], cfg, items, args)
+               for name in args.order.split(",")}
+    (plain_s, plain_t), (reuse_s, reuse_t) = results["plain"], results["reuse"]
     key = lambda t: (t.qa_id, t.sample)  # noqa: E731
     before = {key(t): t.tokens for t in plain_t}
     same = sum(before.get(key(t)) == t.tokens for t in reuse_t)
