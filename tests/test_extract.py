@@ -68,6 +68,20 @@ def both_started(pool) -> None:
         t.join()
 
 
+def test_a_concurrent_crawl_parses_every_page(local_web_cfg):
+    """What corrupted the heap on threads: many pages fetched at once (a crawl), each parsed while others are."""
+    cfg = local_web_cfg.model_copy(deep=True)
+    urls = [url for url, _ in local_pages(cfg, 40)]
+
+    async def crawl(toolbox):
+        return await asyncio.gather(*(toolbox.fetch(url) for url in urls))
+
+    with Toolbox.from_config(cfg) as toolbox:
+        pages = asyncio.run(crawl(toolbox))
+        assert toolbox._pool.stats["tasks"] == len(urls) and toolbox._pool.stats["crashed"] == 0
+    assert all(p.ok and p.text.strip() for p in pages) and sum(bool(p.links) for p in pages) > len(urls) // 2
+
+
 def test_two_workers_run_at_the_same_time(pool):
     both_started(pool)  # (a worker's start-up, a fresh interpreter, is not what is measured)
     start = time.perf_counter()
