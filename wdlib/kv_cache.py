@@ -316,7 +316,8 @@ def keep(cache: PrefixCache, batch: Batch, prompts: list[list[int]], past, gener
                                torch.arange(batch.width, batch.width + k)]).to(past.layers[0].keys.device)
         layers = [(layer.keys[row].index_select(1, positions), layer.values[row].index_select(1, positions))
                   for layer in past.layers]
-        cache.add(list(prompt) + list(ids[:k]), layers)
+        if cache.add(list(prompt) + list(ids[:k]), layers) is None:  # over the cap alone: keep what there was
+            continue
         previous = batch.used[row]
         with cache._lock:
             entry = cache.entries.get(previous) if previous is not None else None
