@@ -157,9 +157,8 @@ class SynthesisParams(Section):
 
 
 class FormatDemosParams(Section):
-    # Scripted search → [visit] → gold-answer episodes over template CrawlQA, one more SFT source
-    # (`wdlib.synthesis.demos`).
-    # For CPU smoke runs only: a 135M model cannot learn the format from a few long real trajectories. 0 at scale.
+    # Scripted search → [visit] → gold-answer episodes over template CrawlQA (`wdlib.synthesis.demos`), one more SFT
+    # source, for CPU smoke runs only: a 135M model cannot learn the format from a few long trajectories. 0 at scale.
     num: int = Field(0, ge=0)
     visit: float = Field(0.3, ge=0, le=1)  # share of episodes that also visit a page
     max_results: int = Field(3, gt=0)  # search results kept per query in the observation
@@ -440,8 +439,7 @@ def _resolve_extends(data: dict, base_dir: Path, label: str, seen: tuple[Path, .
         raise ParamsError(f"{label}: extends: params file not found: {parent}")
     parent_data = _resolve_extends(_read_yaml(parent_path, parent_label), parent_path.parent, parent_label,
                                    seen + (parent_path,))
-    merged = _merge(parent_data, {k: v for k, v in data.items() if k != "extends"})
-    return merged
+    return _merge(parent_data, {k: v for k, v in data.items() if k != "extends"})
 
 
 def _format_errors(label: str, exc: ValidationError) -> str:
@@ -493,10 +491,7 @@ def from_notebook(params_file: str | None = None, **sections: Any) -> Config:
         base = load(params_file)
         if not given:
             return base
-        label = base.source
-        data = _merge(base.dump(), given)
-        cfg = from_dict(data, label)
-        return cfg
+        return from_dict(_merge(base.dump(), given), base.source)
     return from_dict(given, label)
 
 

@@ -21,7 +21,9 @@ import os
 import random
 import threading
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
+
+from wdlib.aio import Batcher
 
 log = logging.getLogger(__name__)
 
@@ -184,63 +186,12 @@ async def _close_at_loop_shutdown(client):
         await client.close()
 
 
-# ------------------------------------------------------------------ batching queue for in-process engines
-class _Batcher:
-    """Gathers the `generate` requests that arrive together into one backend call.
-
-    `run_batch(prompts, samplings) -> list[Reply]` is synchronous and runs in a worker thread. Requests that arrive
-    while a batch is generating wait and form the next batch.
-    """
-
-    def __init__(self, run_batch: Callable[[list[list[int]], list[dict]], list[Reply]], max_batch_size: int,
-                 wait_s: float = 0.005, group_key: Callable[[dict], Any] = lambda s: None):
-        self.run_batch, self.max_batch_size, self.wait_s, self.group_key = run_batch, max_batch_size, wait_s, group_key
-        self._pending: list[tuple[list[int], dict, asyncio.Future]] = []
-        self._worker: asyncio.Task | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self.batch_sizes: list[int] = []  # observed, for tests and tuning
-
-    async def submit(self, prompt_ids: list[int], sampling: dict) -> Reply:
-        loop = asyncio.get_running_loop()
-        if loop is not self._loop:  # a new event loop (e.g. another run_sync): start afresh
-            self._loop, self._pending, self._worker = loop, [], None
-        future = loop.create_future()
-        self._pending.append((prompt_ids, sampling, future))
-        if self._worker is None or self._worker.done():
-            self._worker = loop.create_task(self._drain())
-        return await future
-
-    async def _drain(self) -> None:
-        while self._pending:
-            await asyncio.sleep(self.wait_s)  # let requests issued in the same tick join this batch
-            take = self._pending[: self.max_batch_size]
-            self._pending = self._pending[self.max_batch_size:]
-            groups: dict[Any, list] = {}
-            for request in take:
-                groups.setdefault(self.group_key(request[1]), []).append(request)
-            for requests in groups.values():
-                live = [r for r in requests if not r[2].cancelled()]
-                if not live:
-                    continue
-                self.batch_sizes.append(len(live))
-                try:
-                    replies = await asyncio.to_thread(self.run_batch, [r[0] for r in live], [r[1] for r in live])
-                except Exception as e:  # every waiter learns of the failure
-                    for _, _, fut in live:
-                        if not fut.done():
-                            fut.set_exception(e)
-                    continue
-                for (_, _, fut), reply in zip(live, replies):
-                    if not fut.done():
-                        fut.set_result(reply)
-
-
 class _TokenClient:
     """Shared by the in-process clients: chat = chat template + generate."""
 
     tokenizer: Any
     eos_ids: set[int]
-    _batcher: _Batcher
+    _batcher: Batcher
     max_new_tokens: int
     token_level = True
 
@@ -342,7 +293,7 @@ class TransformersClient(_TokenClient):
         eos = eos if eos is not None else tokenizer.eos_token_id
         self.eos_ids = set(eos) if isinstance(eos, (list, tuple)) else {eos}
         # One transformers call takes one set of sampling settings; max_new_tokens may differ (rows are cut after).
-        self._batcher = _Batcher(self._run_batch, max_batch_size, batch_wait_s,
+        self._batcher = Batcher(self._run_batch, max_batch_size, batch_wait_s,
                                  group_key=lambda s: repr(sorted(kv for kv in s.items() if kv[0] != "max_new_tokens")))
 
     @classmethod
@@ -456,7 +407,7 @@ class VLLMClient(_TokenClient):
         self.model_name = name or "vllm"
         self.max_new_tokens = max_new_tokens
         self._lock = threading.Lock()
-        self._batcher = _Batcher(self._run_batch, max_batch_size, batch_wait_s)
+        self._batcher = Batcher(self._run_batch, max_batch_size, batch_wait_s)
 
     @classmethod
     def from_spec(cls, spec, **kwargs) -> "VLLMClient":

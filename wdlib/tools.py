@@ -11,10 +11,11 @@ Outputs follow WebDancer's released trajectories exactly (`wdlib.react.render_se
 never raises: a failure is an observation the agent can read. Search backends (`wdlib.search`): `local` (bm25s over
 the local web, in process, the same index the server's /search endpoint answers from) and `serpapi`. Visit fetches
 through the loopback mirror (local mode) or the live web (timeout, size cap, content-type check, no file:// and no
-private/loopback addresses), extracts the main text (trafilatura or newspaper3k, in worker processes: `wdlib.extract`;
-a PDF's text with pypdf, within the same byte cap and time limit), then picks goal-directed evidence
-(`wdlib.evidence`) with the summarizer model, or, without one or when it fails, extractively. With `web.snapshot`, live mode records every fetch, search and summarizer
-call into a WARC snapshot and `web.mode: replay` serves them from it, no network, no keys (`wdlib.snapshot`).
+private/loopback addresses), extracts the main text (trafilatura or newspaper3k, in worker processes:
+`wdlib.extract`; a PDF's text with pypdf, within the same byte cap and time limit), then picks goal-directed evidence
+(`wdlib.evidence`) with the summarizer model, or, without one or when it fails, extractively. With `web.snapshot`,
+live mode records every fetch, search and summarizer call into a WARC snapshot and `web.mode: replay` serves them
+from it, no network, no keys (`wdlib.snapshot`).
 """
 
 from __future__ import annotations
