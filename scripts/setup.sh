@@ -21,5 +21,9 @@ if [ "$(cat "$VENV/.wdlib-installed" 2>/dev/null)" != "$(stamp)" ]; then
 fi
 export HF_HUB_OFFLINE=1 TRANSFORMERS_VERBOSITY=error
 "$VENV/bin/python" -m wdlib.models embedded:smollm2-135m   # converts the GGUF once, then a cache hit
-"$VENV/bin/python" -m wdlib.web build --params "${PARAMS:-params/smoke.yaml}"
+# the smoke/CI web (the tests use it) and the web of the params being run (make run: params/mini.yaml)
+"$VENV/bin/python" -m wdlib.web build --params params/smoke.yaml
+if [ -n "${PARAMS:-}" ] && [ "$PARAMS" != params/smoke.yaml ]; then
+  "$VENV/bin/python" -m wdlib.web build --params "$PARAMS"
+fi
 echo "[setup] ready"

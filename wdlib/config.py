@@ -150,19 +150,20 @@ class E2HQAParams(Section):
     max_new_tokens: int = Field(160, gt=0)  # the teacher's rewritten question
 
 
+class GradedParams(Section):  # graded QA over the local web (`wdlib.synthesis.graded`), CPU scale; 0 = off
+    candidates_per_level: int = Field(0, ge=0)  # questions tried per level (level 3: at most this many chains)
+    eval_per_level: int = Field(30, ge=0)  # held out (qa_eval.jsonl, the local benchmark), per level at least
+    dev_per_level: int = Field(10, ge=0)  # development set (qa_dev.jsonl), for choosing settings
+    dapo_per_level: int = Field(10, ge=0)  # DAPO's questions (qa_dapo.jsonl), never seen in SFT
+    sft_questions: int | None = Field(None, gt=0)  # teacher episodes kept for SFT (None: every one left)
+    concurrency: int = Field(8, gt=0)
+
+
 class SynthesisParams(Section):
     crawlqa: CrawlQAParams = Field(default_factory=CrawlQAParams)
     e2hqa: E2HQAParams = Field(default_factory=E2HQAParams)
-    eval_fraction: float = Field(0.1, ge=0, lt=1)  # held out as the local-web evaluation set
-
-
-class FormatDemosParams(Section):
-    # Scripted search → [visit] → gold-answer episodes over template CrawlQA (`wdlib.synthesis.demos`), one more SFT
-    # source, for CPU smoke runs only: a 135M model cannot learn the format from a few long trajectories. 0 at scale.
-    num: int = Field(0, ge=0)
-    visit: float = Field(0.3, ge=0, le=1)  # share of episodes that also visit a page
-    max_results: int = Field(3, gt=0)  # search results kept per query in the observation
-    max_observation_chars: int = Field(1200, gt=0)
+    graded: GradedParams = Field(default_factory=GradedParams)
+    eval_fraction: float = Field(0.1, ge=0, lt=1)  # of CrawlQA + E2HQA, held out as the local-web evaluation set
 
 
 class TrajectoriesParams(Section):
@@ -175,7 +176,6 @@ class TrajectoriesParams(Section):
     cot: Literal["short", "long"] = "short"
     max_questions: int | None = None
     external: list[str] = Field(default_factory=lambda: [SAMPLE_TRAJECTORIES])
-    format_demos: FormatDemosParams = Field(default_factory=FormatDemosParams)
 
 
 class FiltersParams(Section):
@@ -193,9 +193,7 @@ JudgeMode = Literal["rules", "llm", "equivalence"]  # see wdlib.judge; llm and e
 class JudgeParams(Section):
     mode: JudgeMode = "rules"  # rules = GAIA match or F1 >= f1_threshold; llm: graded; equivalence: the paper's
     f1_threshold: float = Field(0.6, ge=0, le=1)
-    # rules also accept a verbose prediction containing the whole gold phrase (67/100 of WebDancer's released
-    # answers are sentences that contain their gold; F1 alone accepts none of them)
-    rules_gold_in_answer: bool = False
+    rules_gold_in_answer: bool = False  # a verbose answer holding the whole gold is right (67/100 released ones)
     temperature: float = Field(0.0, ge=0)  # LLM judge sampling: greedy, so verdicts are repeatable
     max_new_tokens: int = Field(1024, gt=0)
 
@@ -231,8 +229,7 @@ class SFTParams(Section):
     num_processes: int = Field(1, gt=0)
     accelerate_config: str | None = "accelerate/zero3.yaml"  # relative to params/
     include_external: bool = True  # train on imported trajectories (WebDancer's samples) too
-    # give imported trajectories our agent's system/user prompts (same tools), i.e. the prompt the policy is run with
-    reprompt_external: bool = True
+    reprompt_external: bool = True  # give them the system/user prompts the policy is run with (same tools)
     max_examples: int | None = Field(None, gt=0)  # a seeded random subset after fitting (CPU smoke runs)
     max_external: int | None = Field(None, gt=0)  # a seeded random subset of each external file (CPU smoke runs)
     trainer_kwargs: dict[str, Any] = Field(default_factory=dict)  # any other trl.SFTConfig argument, passed through
@@ -355,18 +352,20 @@ class RunPaths:
     def __init__(self, root: Path):
         self.root = root
         self.notebooks, self.figures = root / "notebooks", root / "figures"  # pipeline copies; notebook figures
-        # 01 · synthesis: the crawl (a `.settings.json` stamp beside it says what it was made with), QA per generator
-        # with its report, the train / held-out split, teacher trajectories, the funnel, the SFT set, format demos
+        # 01 · synthesis: the crawl (with a `.settings.json` stamp), QA per generator with its report, the splits, graded
+        # QA and its teacher episodes (SFT split), teacher trajectories, the funnel, the SFT set
         self.crawl = root / "crawl.jsonl"
         self.crawlqa, self.crawlqa_report = root / "qa_crawlqa.jsonl", root / "qa_crawlqa_report.json"
         self.e2hqa, self.e2hqa_report = root / "qa_e2hqa.jsonl", root / "qa_e2hqa_report.json"
         self.qa, self.qa_eval = root / "qa.jsonl", root / "qa_eval.jsonl"
+        self.graded, self.graded_report = root / "qa_graded.jsonl", root / "qa_graded_report.json"
+        self.graded_episodes, self.qa_dev, self.qa_dapo = (root / f for f in ("graded_episodes.jsonl", "qa_dev.jsonl",
+                                                                                "qa_dapo.jsonl"))
         self.trajectories, self.trajectories_html = root / "trajectories.jsonl", root / "trajectories.html"
         self.funnel, self.funnel_external = root / "funnel.json", root / "funnel_external.json"
-        self.sft_data, self.format_demos = root / "sft_data.jsonl", root / "format_demos.jsonl"
+        self.sft_data = root / "sft_data.jsonl"
         self.synthesis_summary = root / "synthesis_summary.json"
-        # 04 · DAPO: a few rollouts per step
-        self.dapo_rollouts = root / "dapo_rollouts.jsonl"
+        self.dapo_rollouts = root / "dapo_rollouts.jsonl"  # 04 · DAPO: a few rollouts per step
         # 05 · evaluation
         self.eval = root / "eval"
         self.eval_summary, self.eval_tables = self.eval / "summary.json", self.eval / "tables.md"

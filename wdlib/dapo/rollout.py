@@ -19,22 +19,28 @@ from wdlib.aio import run_sync
 from wdlib.config import Config
 from wdlib.react import PromptTemplate, prompt_messages
 from wdlib.rewards import format_score
-from wdlib.trajectory import QAPair, Trajectory, append_jsonl, load_qa, load_sample_qa
+from wdlib.trajectory import QAPair, Trajectory, append_jsonl, load_qa, load_sample_qa, load_trajectories
 
 log = logging.getLogger(__name__)
 
 
 # ------------------------------------------------------------------ the RL dataset
 def load_questions(cfg: Config) -> list[QAPair]:
-    """The run's training QA (`cfg.paths.qa`, notebook 01); else `dapo.fallback_qa` (WebDancer's samples)."""
-    path = cfg.paths.qa
-    qa = [q for q in load_qa(path) if q.question and q.answer] if path.is_file() else []
+    """DAPO's questions: those not used in SFT (the paper's Figure 2: rollouts on the QA pairs the SFT stage did not
+    use): `cfg.paths.qa_dapo` (graded QA's DAPO split), then the training questions of `cfg.paths.qa` with no kept
+    trajectory in the SFT set `cfg.paths.sft_data`; when notebook 01 wrote neither, `dapo.fallback_qa`."""
+    used = {t.qa_id for t in load_trajectories(cfg.paths.sft_data)}
+    qa = [q for q in load_qa(cfg.paths.qa_dapo) + load_qa(cfg.paths.qa)
+          if q.question and q.answer and q.id not in used]
+    qa = list({q.id: q for q in qa}.values())
     if not qa:
+        why = (f"{cfg.paths.qa_dapo.name} and {cfg.paths.qa.name} hold no question that SFT did not use"
+               if cfg.paths.qa.is_file() else f"{cfg.paths.qa} is missing")
         seed = cfg.resolve_path(cfg.dapo.fallback_qa)
         if seed is None or not seed.is_file():
-            raise FileNotFoundError(f"no training questions: {path} is missing or empty and dapo.fallback_qa "
-                                    f"({cfg.dapo.fallback_qa}) does not exist; run notebook 01 first")
-        print(f"[dapo] {path} missing or empty: training on the QA in {seed} (dapo.fallback_qa)")
+            raise FileNotFoundError(f"no training questions: {why} and dapo.fallback_qa ({cfg.dapo.fallback_qa}) does "
+                                    "not exist; run notebook 01 first")
+        print(f"[dapo] {why}: training on the QA in {seed} (dapo.fallback_qa)")
         qa = [QAPair(question=r["question"], answer=r["answer"], source=r["tag"] or "webdancer", type=r["tag"] or "")
               for r in load_sample_qa(seed)]
     if cfg.dapo.max_questions is not None:
