@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PARAMS_DIR = REPO_ROOT / "params"
 SECTIONS = ("run", "models", "agent", "web", "synthesis", "trajectories", "filters", "judge", "rewards", "sft",
-            "dapo", "eval", "wandb")
+            "dapo", "eval", "report", "wandb")
 SAMPLES_DIR = "../shared/data/webdancer-samples"  # WebDancer's released samples (relative to the repo root)
 SAMPLE_QA = f"{SAMPLES_DIR}/sample_qa.jsonl"
 SAMPLE_TRAJECTORIES = f"{SAMPLES_DIR}/sample_traj.jsonl"
@@ -277,6 +277,23 @@ class EvalParams(Section):
     extra_models: dict[str, ModelSpec] = Field(default_factory=dict)
 
 
+class ReportParams(Section):
+    """Report mode (`wdlib.report`, notebook 06). Research decodes like evaluation (eval.temperature, eval.top_p); the
+    citation check is explained in `wdlib.report.check`."""
+    topics: list[str] = Field(default_factory=lambda: ["What does os.path.join do with an absolute path?"])
+    model: str = "latest"  # base | sft | dapo | latest (dapo, else sft, else base) | eval.extra_models key | HF id/path
+    max_turns: int = Field(40, gt=0)  # research turns: more than a QA run (eval.max_turns)
+    max_total_tokens: int | None = Field(None, gt=0)  # None → the research model's context_length
+    writer: ModelSpec | None = None  # None → the research model (the policy, in process)
+    writer_max_new_tokens: int = Field(2048, gt=0)
+    max_sources: int = Field(20, gt=0)  # numbered sources shown to the writer, visited pages first
+    source_chars: int = Field(3000, gt=0)  # text per source shown to the writer (also capped by its context)
+    citation_check: Literal["lexical", "llm"] = "lexical"  # llm: models.judge decides
+    support_threshold: float = Field(0.6, gt=0, le=1)  # lexical: share of a sentence's content words in one passage
+    passage_words: int = Field(80, gt=0)  # passage length of the lexical check
+    accept_snippets: bool = False  # the snippet of a search result never visited may support a sentence
+
+
 class WandbParams(Section):
     mode: Literal["offline", "online", "disabled"] = "offline"
     project: str = "webdancer"
@@ -297,6 +314,7 @@ class Config(Section):
     sft: SFTParams = Field(default_factory=SFTParams)
     dapo: DAPOParams = Field(default_factory=DAPOParams)
     eval: EvalParams = Field(default_factory=EvalParams)
+    report: ReportParams = Field(default_factory=ReportParams)
     wandb: WandbParams = Field(default_factory=WandbParams)
     source: str = Field("<defaults>", exclude=True)  # where this config came from, for messages
 
@@ -348,6 +366,7 @@ class RunPaths:
         self.eval = root / "eval"
         self.eval_summary, self.eval_tables = self.eval / "summary.json", self.eval / "tables.md"
         self.eval_figures = self.eval / "figures"
+        self.reports = root / "reports"  # 06 · one folder per topic: report.html/.md/.json, evidence, trajectory
 
     # 03 · SFT and 04 · DAPO, the same layout per training stage ("sft" | "dapo")
     def checkpoint_dir(self, stage: str) -> Path:
