@@ -20,9 +20,9 @@ WRITER_SYSTEM = (
 
 WRITER_TASK = (
     "Topic: {topic}\n\nSources:\n\n{sources}\n\n"
-    "Write the report on the topic from these sources only, in this layout:\n"
-    "# <a title>\n\n## Summary\n<two or three sentences that answer the topic, with citations>\n\n"
-    "## <a section heading>\n<sentences with citations>\n\n(one to four sections)")
+    "Write the report on the topic from these sources only. Layout: a title line starting with '# ', a '## Summary' "
+    "section of two or three sentences that answer the topic, then one to four sections, each under a '## ' heading. "
+    "End every sentence that states a fact with the number of its source, like [1].")
 
 
 def writer_messages(topic: str, sources_text: str) -> list[dict[str, str]]:
