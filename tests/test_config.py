@@ -58,7 +58,7 @@ def test_wrong_type_names_key_and_value(tmp_path):
         config.load(_write(tmp_path, "sft: {learning_rate: fast}\n"))
     msg = str(e.value)
     assert "bad.yaml: sft.learning_rate:" in msg and "'fast'" in msg
-    with pytest.raises(config.ParamsError, match=r"web.mode: Input should be 'local' or 'live'"):
+    with pytest.raises(config.ParamsError, match=r"web.mode: Input should be 'local', 'live' or 'replay'"):
         config.load(_write(tmp_path, "web: {mode: internet}\n"))
 
 

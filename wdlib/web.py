@@ -25,7 +25,9 @@ from urllib.parse import urlsplit
 
 from wdlib import config
 from wdlib.config import WebParams
-from wdlib.sites import BUILD_VERSION, Page, WebBuildError, build_sites, load_site_pages, site_dir, url_key, web_dir
+from wdlib.ranking import PageRanker, build_page_fields
+from wdlib.sites import (BUILD_VERSION, DOC_SITES, Page, WebBuildError, build_sites, load_site_pages, main_region,
+                         site_dir, url_key, web_dir)
 from wdlib.text import bm25_tokenizer, chunk_spans
 
 _ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
@@ -67,7 +69,16 @@ def build(web_cfg: WebParams, quiet: bool = False) -> dict:
         tokenizer.save_vocab(tmp)
         tokenizer.save_stopwords(tmp)
         np.save(tmp / "chunks.npy", chunks)
-        size = sum(f.stat().st_size for f in tmp.iterdir())
+        folders = {name: site_dir(web_cfg, name) for name in web_cfg.sites}
+
+        def region(p: Page):
+            import lxml.html
+
+            html = p.html if p.html is not None else (folders[p.site] / p.file).read_bytes()
+            return main_region(lxml.html.fromstring(html), DOC_SITES[p.site].main if p.site in DOC_SITES else ())
+
+        build_page_fields(pages, tokenizer, region, tmp, show_progress=not quiet)
+        size = sum(f.stat().st_size for f in tmp.rglob("*") if f.is_file())
         meta = {"sites": web_cfg.sites, "pages": len(pages), "passages": len(chunks),
                 "vocab": len(tokenizer.get_vocab_dict()), "tokens": int(sum(len(x) for x in ids)), "bytes": size,
                 "version": BUILD_VERSION, "encyclopedia_max_pages": web_cfg.encyclopedia_max_pages}
@@ -131,8 +142,10 @@ def snippet(page: Page, terms: list[str], span: tuple[int, int] | None = None) -
 class LocalWeb:
     """The built local web in memory: pages by URL and one bm25s index, shared by the server and the tools."""
 
-    def __init__(self, web_cfg: WebParams, pages: list[Page], retriever, tokenizer, chunks, meta: dict):
+    def __init__(self, web_cfg: WebParams, pages: list[Page], retriever, tokenizer, chunks, meta: dict,
+                 ranker: PageRanker | None = None):
         self.cfg, self.pages, self.retriever, self.tokenizer, self.meta = web_cfg, pages, retriever, tokenizer, meta
+        self.ranker = ranker  # page fields (title, link-text fraction); None: rank by best passage only
         self.chunks = chunks  # per indexed passage: (page index, start, end) in the page's text
         self.by_key = {url_key(p.url): i for i, p in enumerate(pages)}
         self.hosts = {urlsplit(p.url).hostname.removeprefix("www.") for p in pages}
@@ -160,12 +173,29 @@ class LocalWeb:
         tokenizer = bm25_tokenizer()
         tokenizer.load_vocab(out)
         web = cls(web_cfg, load_site_pages(web_cfg), retriever, tokenizer, np.load(out / "chunks.npy"),
-                  json.loads((out / "meta.json").read_text()))
+                  json.loads((out / "meta.json").read_text()), PageRanker(out, retriever))
         if len(web.pages) != web.meta["pages"]:
             raise WebBuildError(f"index {out} is out of date ({web.meta['pages']} pages indexed, "
                                 f"{len(web.pages)} on disk): delete it and build again")
         _LOADED[out] = web
         return web
+
+    @classmethod
+    def from_folder(cls, folder: Path) -> "LocalWeb":
+        """A local web kept in one folder (`pages.jsonl` + `index/`): the search side of an exported snapshot."""
+        import bm25s
+        import numpy as np
+
+        folder = Path(folder)
+        meta = json.loads((folder / "index" / "meta.json").read_text())
+        tokenizer = bm25_tokenizer()
+        tokenizer.load_vocab(folder / "index")
+        with open(folder / "pages.jsonl") as f:
+            pages = [Page(**json.loads(line)) for line in f]
+        web_cfg = WebParams(sites=meta["sites"], encyclopedia_max_pages=meta.get("encyclopedia_max_pages"))
+        retriever = bm25s.BM25.load(folder / "index", show_progress=False)
+        return cls(web_cfg, pages, retriever, tokenizer, np.load(folder / "index" / "chunks.npy"), meta,
+                   PageRanker(folder / "index", retriever))
 
     # -- pages
     def lookup(self, url: str) -> Page | None:
@@ -205,26 +235,32 @@ class LocalWeb:
         top = top[np.lexsort((top, -scores[top]))]  # by score, ties by position (deterministic)
         return top, scores[top]
 
-    def search(self, query: str, k: int = 10) -> list[dict]:
-        """Top-k pages as SerpAPI `organic_results` items (position, title, link, displayed_link, snippet)."""
+    def search(self, query: str, k: int = 10, rank_by: str = "pages") -> list[dict]:
+        """Top-k pages as SerpAPI `organic_results` items (position, title, link, displayed_link, snippet).
+        rank_by="pages": passages, then page fields (wdlib.ranking); "passages": each page by its best passage."""
         with self._lock:
             ids = self.tokenizer.tokenize([query], update_vocab=False, show_progress=False, return_as="ids")
             terms = self.snippet_terms(query)
         if not any(ids[0]) or not terms:
             return []
         docs, scores = self.top_passages(ids[0], k * 8)  # k*8: enough to find k distinct pages
-        results, seen = [], set()
-        for doc, score in zip(docs, scores):
-            page_idx, start, end = (int(x) for x in self.chunks[int(doc)])
-            if score <= 0 or page_idx in seen:
-                continue
-            seen.add(page_idx)
+        if rank_by == "pages" and self.ranker is not None:
+            hits = [(page, score, int(docs[pos]))
+                    for page, score, pos in self.ranker.rank(ids[0], self.chunks[docs, 0], scores, k)]
+        else:
+            hits, seen = [], set()
+            for doc, score in zip(docs.tolist(), scores.tolist()):
+                page = int(self.chunks[doc, 0])
+                if score > 0 and page not in seen and len(hits) < k:
+                    seen.add(page)
+                    hits.append((page, score, doc))
+        results = []
+        for page_idx, score, doc in hits:
             page = self.pages[page_idx]
+            span = (int(self.chunks[doc, 1]), int(self.chunks[doc, 2]))  # the best passage: the snippet's region
             results.append({"position": len(results) + 1, "title": page.title, "link": page.url,
                             "displayed_link": page.url.split("://", 1)[-1],
-                            "snippet": snippet(page, terms, (start, end)), "score": round(float(score), 4)})
-            if len(results) == k:
-                break
+                            "snippet": snippet(page, terms, span), "score": round(float(score), 4)})
         return results
 
 

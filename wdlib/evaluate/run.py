@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import json
 import logging
 import re
 import time
@@ -208,6 +209,9 @@ async def _evaluate_all(cfg: Config, benchmarks: dict[str, Benchmark], models: d
                 del client
                 _free_memory()
             log.info("evaluated %s in %.0f s", label, time.time() - t0)
+        # tool calls, errors and, replaying a snapshot, what it lacked (snapshot_misses)
+        cfg.paths.eval_toolbox_stats.parent.mkdir(parents=True, exist_ok=True)
+        cfg.paths.eval_toolbox_stats.write_text(json.dumps(toolbox.stats, indent=1))
     return report
 
 

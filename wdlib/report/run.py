@@ -119,13 +119,13 @@ async def make_report(topic: str, cfg: Config, out_dir: Path, *, client: Any, to
 
     recorder = RecordingToolbox(toolbox)
     context_length = context_length or cfg.models.policy.context_length
-    trajectory = await run_agent(topic, client, recorder, max_turns=rp.max_turns,
-                                 max_total_tokens=rp.max_total_tokens or context_length, context_length=context_length,
+    trajectory = await run_agent(topic, client, recorder, max_turns=rp.max_turns, max_total_tokens=context_length,
+                                 context_length=context_length,
                                  sampling={"temperature": cfg.eval.temperature, "top_p": cfg.eval.top_p},
                                  prompt=cfg.agent.prompt)
     timings["research_s"] = round(time.time() - t0, 2)
     sources, stats = await gather_sources(recorder.calls, toolbox, topic, max_sources=rp.max_sources,
-                                          excerpt_tokens=rp.source_chars // 4)
+                                          excerpt_tokens=cfg.web.visit_evidence_tokens)
     data["research"] = {"turns": trajectory.turns, "finish_reason": trajectory.finish_reason,
                         "answer": trajectory.prediction, **stats}
     data["sources"] = [{k: v for k, v in s.to_dict().items() if k != "text"} for s in sources]
@@ -142,9 +142,8 @@ async def make_report(topic: str, cfg: Config, out_dir: Path, *, client: Any, to
     max_new, chars = _writer_budget(writer_spec, rp.writer_max_new_tokens)
     reply = ""
     try:
-        answer = await writer.chat(writer_messages(topic, writer_context(sources, min(chars, rp.source_chars
-                                                                                        * len(sources)))),
-                                   max_new_tokens=max_new, temperature=WRITER_TEMPERATURE)
+        answer = await writer.chat(writer_messages(topic, writer_context(sources, chars)), max_new_tokens=max_new,
+                                   temperature=WRITER_TEMPERATURE)
         reply = answer.text or ""
     except Exception as exc:  # an endpoint down or a model failure: the report keeps its sources and says so
         problems.append(f"The writer failed: {type(exc).__name__}: {exc}")
