@@ -100,7 +100,6 @@ async def make_report(topic: str, cfg: Config, out_dir: Path, *, client: Any, to
     """Research `topic`, write, check and save one report into `out_dir`. Never raises for bad input or a failing
     model or tool: what went wrong is in `Report.problems` (and in the page)."""
     from wdlib.agent import run_agent
-    from wdlib.viewer import write_html
 
     rp, t0 = cfg.report, time.time()
     topic = " ".join((topic or "").split())
@@ -115,7 +114,7 @@ async def make_report(topic: str, cfg: Config, out_dir: Path, *, client: Any, to
     out_dir.mkdir(parents=True, exist_ok=True)
     if not topic:
         problems.append("No topic was given: nothing was researched or written. Give a question or a topic.")
-        return _save(data, out_dir, [], [], [], write_html, t0)
+        return _save(data, out_dir, [], [], [], t0)
 
     recorder = RecordingToolbox(toolbox)
     context_length = context_length or cfg.models.policy.context_length
@@ -136,7 +135,7 @@ async def make_report(topic: str, cfg: Config, out_dir: Path, *, client: Any, to
                         f"{stats['search_results']} results and {stats['visits']} visit(s) read {stats['pages_read']}"
                         " pages, so the writer was not asked (it may only write from evidence). The research "
                         "trajectory shows what the agent tried.")
-        return _save(data, out_dir, [trajectory], sources, recorder.calls, write_html, t0)
+        return _save(data, out_dir, [trajectory], sources, recorder.calls, t0)
 
     t1 = time.time()
     max_new, chars = _writer_budget(writer_spec, rp.writer_max_new_tokens)
@@ -167,10 +166,13 @@ async def make_report(topic: str, cfg: Config, out_dir: Path, *, client: Any, to
                         + ", ".join(f"[{n}]" for n in data["check"]["unknown_references"]))
     timings["check_s"] = round(time.time() - t2, 2)
     data["draft"] = draft.to_dict()
-    return _save(data, out_dir, [trajectory], sources, recorder.calls, write_html, t0)
+    return _save(data, out_dir, [trajectory], sources, recorder.calls, t0)
 
 
-def _save(data: dict, out_dir: Path, trajectories: list, sources: list, calls: list, write_html, t0: float) -> Report:
+def _save(data: dict, out_dir: Path, trajectories: list, sources: list, calls: list, t0: float) -> Report:
+    """Write the report's files; the research trajectory goes through the trajectory viewer."""
+    from wdlib.viewer import write_html
+
     data["timings"]["total_s"] = round(time.time() - t0, 2)
     files = ["report.html", "report.md", "report.json"]
     if trajectories:
