@@ -195,7 +195,7 @@ def test_compact_prompt_style_is_short_and_reaches_every_stage():
     from wdlib import config
     from wdlib.react import PROMPT_STYLES, prompt_messages, system_prompt, user_prompt
 
-    assert PROMPT_STYLES == ("ours", "compact")
+    assert PROMPT_STYLES == ("ours", "compact", "webdancer")
     compact = prompt_messages("Who wrote Dune?", "2025-01-02", style="compact")
     assert compact[1]["content"].endswith("\n\nQuestion: Who wrote Dune?")
     assert "Current date" not in compact[0]["content"]  # the same text every day
@@ -210,6 +210,54 @@ def test_compact_prompt_style_is_short_and_reaches_every_stage():
     with pytest.raises(config.ParamsError, match="agent.prompt"):
         config.from_dict({"agent": {"prompt": "terse"}})
     assert config.from_dict({"agent": {"prompt": "compact"}}).agent.prompt == "compact"
+
+
+def test_webdancer_prompt_rebuilds_the_released_prompts_byte_for_byte():
+    """`agent.prompt: webdancer`: the authors' system prompt and user template, read from their released trajectories,
+    render every released record's first two messages exactly (its question and its date line)."""
+    from wdlib import config
+    from wdlib.agent import resolve_prompt
+    from wdlib.react import PromptTemplate, prompt_messages, system_prompt
+    from wdlib.trajectory import Trajectory
+
+    cfg = config.from_dict({"agent": {"prompt": "webdancer"}})
+    template = resolve_prompt(cfg)
+    assert isinstance(template, PromptTemplate) and resolve_prompt(cfg) is template  # read once
+    records = list(read_jsonl(SAMPLES))
+    assert len(records) == 100
+    for record in records:
+        question = Trajectory.from_webdancer(record).question  # the importer's own reading of the question
+        date = re.search(r"Current date: (\S+)$", record["messages"][0]["content"]).group(1)
+        assert prompt_messages(question, date, template) == [
+            {"role": m["role"], "content": m["content"]} for m in record["messages"][:2]]
+    # not one of our own prompts, and the repository does not carry its text
+    assert template.system_before_date != system_prompt("2025-01-01")[:-10]
+    assert template.system_before_date.split("\n")[0] not in "".join(
+        p.read_text() for p in (config.REPO_ROOT / "wdlib").rglob("*.py"))
+    with pytest.raises(ValueError, match="read from the released trajectories"):
+        prompt_messages("q", style="webdancer")
+
+
+def test_webdancer_prompt_bad_files_are_clear_errors(tmp_path):
+    from wdlib import config
+    from wdlib.agent import resolve_prompt
+    from wdlib.react import webdancer_prompt
+
+    lines = SAMPLES.read_text().splitlines()
+    other = json.loads(lines[1])
+    other["messages"][0]["content"] = other["messages"][0]["content"].replace("Master", "Expert")
+    with pytest.raises(ValueError, match="2 system prompts and 1 user templates"):
+        webdancer_prompt("\n".join([lines[0], json.dumps(other)]))
+    with pytest.raises(ValueError, match=r"x.jsonl:2: not a trajectory"):
+        webdancer_prompt(lines[0] + "\n{oops", source="x.jsonl")
+    no_date = json.loads(lines[0])
+    no_date["messages"][0]["content"] += " (today)"
+    with pytest.raises(ValueError, match="does not end with 'Current date: YYYY-MM-DD'"):
+        webdancer_prompt(json.dumps(no_date))
+    cfg = config.from_dict({"agent": {"prompt": "webdancer", "webdancer_prompt_file": str(tmp_path / "none.jsonl")}})
+    with pytest.raises(FileNotFoundError, match="agent.webdancer_prompt_file"):
+        resolve_prompt(cfg)
+    assert resolve_prompt(config.from_dict({"agent": {"prompt": "compact"}})) == "compact"
 
 
 # ------------------------------------------------------------------ the ReAct loop, scripted model on loopback
@@ -300,6 +348,21 @@ def test_run_agent_starts_from_the_chosen_prompt_style():
     assert traj.messages[:2] == prompt_messages("Who wrote Dune?", style="compact")
     assert traj.sampling["prompt"] == "compact" and traj.prediction == "Frank Herbert"
     assert server.requests[0][1]["messages"][:2] == traj.messages[:2]
+
+
+def test_run_agent_with_the_webdancer_prompt_sends_the_released_prompts():
+    from wdlib import config
+    from wdlib.agent import resolve_prompt
+
+    template = resolve_prompt(config.from_dict({"agent": {"prompt": "webdancer"}}))
+    toolbox = RecordingToolbox()
+    with LoopbackOpenAI(lambda body: (200, completion(ANSWER))) as server:
+        traj = asyncio.run(run_agent("Who wrote Dune?", OpenAIClient("scripted", server.base_url), toolbox,
+                                     prompt=template, date="2025-07-18", max_turns=2))
+    sent = server.requests[0][1]["messages"]
+    assert sent[0]["content"] == template.system_before_date + "2025-07-18"
+    assert sent[1]["content"] == template.user_before_question + "Who wrote Dune?"
+    assert traj.sampling["prompt"] == "webdancer" and json.dumps(traj.to_dict())  # the record stays JSON
 
 
 def test_malformed_turn_gets_error_observation_and_counts():

@@ -18,6 +18,9 @@ def test_gpu_params_share_one_base_and_keep_paper_settings():
         assert (cfg.dapo.num_generations, cfg.dapo.epsilon, cfg.dapo.epsilon_high, cfg.dapo.beta) == (16, 0.2, 0.28, 0.0)
         assert (cfg.eval.runs, cfg.eval.temperature, cfg.eval.top_p) == (3, 0.6, 0.95)
         assert cfg.models.teacher.api_key_env and "sk-" not in str(cfg.dump())
+        # the paper's evaluation protocol and the funnel's LLM quality review
+        assert cfg.eval.judge == {"gaia": "equivalence", "webwalkerqa": "equivalence"} and cfg.models.judge
+        assert cfg.filters.llm_quality_check and cfg.agent.prompt == "ours"
     assert config.load("params/qwq32b.yaml").trajectories.cot == "long"
     assert config.load("params/7b.yaml").trajectories.cot == "short"
 

@@ -56,8 +56,60 @@ def test_all_at_k_and_score_summary():
     assert evaluate.all_at_k(MIXED, 3) == pytest.approx(1 / 4)
     s = evaluate.score(MIXED, 3)
     assert s["n"] == 4 and s["best_pass@1"] == 0.5 and s["pass@3"] == pytest.approx(0.75)
-    assert set(s) >= {"pass@1", "pass@3", "cons@3", "all@k", "per_run_pass@1"}
+    assert set(s) >= {"pass@1", "best_pass@1", "pass@3", "cons@3", "all@k", "per_run_pass@1", "ci"}
+    assert set(s["ci"]) == {"pass@1", "best_pass@1", "pass@3", "cons@3"}
     assert math.isnan(evaluate.pass_at_1([], 3)) and math.isnan(evaluate.cons_at_k([], 3))
+
+
+def test_best_run_and_the_papers_cons_equal_to_mean_pass_at_1():
+    rows = [[T, F, F], [T, T, F], [F, F, T], [T, F, F]]
+    assert evaluate.best_pass_at_1(rows, 3) == pytest.approx(3 / 4)  # run 1: 3 of 4 right
+    assert evaluate.pass_at_1(rows, 3) == pytest.approx((3 / 4 + 1 / 4 + 1 / 4) / 3)
+    # the paper's Cons@3 (1/3 per right run, averaged over questions) is the same number as the mean Pass@1
+    assert evaluate.cons_at_k(rows, 3) == pytest.approx(evaluate.pass_at_1(rows, 3))
+
+
+def test_bootstrap_ci_over_questions_is_seeded_and_narrows_with_more_questions():
+    rows = [[T, F, T], [F, F, F], [T, T, T], [F, T, F]] * 10  # 40 questions
+    ci = evaluate.bootstrap_ci(rows, 3, samples=1000, seed=7)
+    assert ci == evaluate.bootstrap_ci(rows, 3, samples=1000, seed=7)  # reproducible
+    for metric in ("pass@1", "best_pass@1", "pass@3", "cons@3"):
+        value = evaluate.statistics(3)[metric](evaluate.as_array(rows, 3))
+        assert ci[metric][0] <= value <= ci[metric][1], metric
+    wide = evaluate.bootstrap_ci(rows[:8], 3, samples=1000, seed=7)["pass@1"]
+    assert wide[1] - wide[0] > ci["pass@1"][1] - ci["pass@1"][0]
+    # the interval is close to the normal approximation for a mean of 40 per-question scores
+    per_q = [sum(map(bool, r)) / 3 for r in rows]
+    mean = sum(per_q) / 40
+    se = (sum((x - mean) ** 2 for x in per_q) / 39 / 40) ** 0.5
+    assert ci["pass@1"][0] == pytest.approx(mean - 1.96 * se, abs=0.03)
+    assert ci["pass@1"][1] == pytest.approx(mean + 1.96 * se, abs=0.03)
+    assert all(math.isnan(x) for x in evaluate.bootstrap_ci([], 3)["pass@1"])
+
+
+def test_paired_bootstrap_difference_ci_and_p_value():
+    base = [[F, F, F]] * 30 + [[T, T, T]] * 10
+    better = [[T, T, T]] * 25 + [[F, F, F]] * 5 + [[T, T, T]] * 10  # 25 questions gained, none lost
+    out = evaluate.paired_bootstrap(base, better, 3, "pass@1", samples=2000, seed=0)
+    assert out["diff"] == pytest.approx(25 / 40) and out["n"] == 40
+    assert 0 < out["ci"][0] < out["diff"] < out["ci"][1] and out["p"] < 0.001
+    same = evaluate.paired_bootstrap(base, base, 3, "pass@1", samples=500)
+    assert same["diff"] == 0 and same["ci"] == [0.0, 0.0] and same["p"] == 1.0
+    # pairing matters: one gained and one lost question is no evidence either way
+    noisy = evaluate.paired_bootstrap([[T, T, T], [F, F, F]] * 10, [[F, F, F], [T, T, T]] * 10, 3, samples=500)
+    assert noisy["diff"] == 0 and noisy["p"] > 0.5
+    assert evaluate.paired_bootstrap(base, better, 3, "pass@3", samples=200)["diff"] == pytest.approx(25 / 40)
+    with pytest.raises(ValueError, match="same questions"):
+        evaluate.paired_bootstrap(base, better[:-1], 3)
+
+
+def test_cohen_kappa_on_hand_computed_cases():
+    a = [T, T, T, T, F, F, F, F, T, F]
+    b = [T, T, T, F, F, F, F, T, T, F]
+    # observed 8/10; both rate 0.5 → expected 0.5; kappa = (0.8 - 0.5) / 0.5
+    assert evaluate.cohen_kappa(a, b) == pytest.approx(0.6)
+    assert evaluate.cohen_kappa(a, a) == 1.0 and evaluate.cohen_kappa(a, [not x for x in a]) == -1.0
+    assert math.isnan(evaluate.cohen_kappa([T, T], [T, T])) and math.isnan(evaluate.cohen_kappa([], []))
 
 
 def test_behaviour_counts_invalid_outputs_and_tool_calls():
@@ -119,6 +171,15 @@ def test_gaia_hub_offline_without_cache_says_what_to_do(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf"))
     with pytest.raises(BenchmarkError, match="gaia_path"):
         evaluate.load_gaia(None)
+
+
+def test_local_set_levels_from_graded_qa(tmp_path):
+    cfg = make_cfg(tmp_path)
+    cfg.run_dir.mkdir(parents=True, exist_ok=True)
+    rows = [{"question": f"q{i}", "answer": "a", "source": "graded", "level": lv} for i, lv in enumerate([1, 2, 3, 1])]
+    cfg.paths.qa_eval.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    bench = evaluate.load_benchmark("local", cfg)
+    assert bench.levels == ["1", "2", "3"] and bench.level_counts() == {"1": 2, "2": 1, "3": 1}
 
 
 def test_local_set_reads_qa_eval_or_falls_back(tmp_path):
@@ -230,15 +291,32 @@ def test_summary_tables_and_figures_on_synthetic_results(tmp_path):
     ours = df.xs("this run (k=3)", level="Source")
     policy = cfg.models.policy.name  # a checkpoint's row is labelled with the backbone it was trained from
     assert ours.loc[(policy, "SFT"), ("GAIA", "Level 1")] == pytest.approx(100.0)
-    published = df.xs("published (paper)", level="Source")
+    published = df.xs(evaluate.PUBLISHED_LABEL, level="Source")
     assert published.loc[("Qwen-2.5-7B", "WebDancer"), ("GAIA", "Avg.")] == 31.0
     assert published.loc[("QwQ-32B", "Vanilla ReAct"), ("GAIA", "Level 3")] == 16.6
     md = evaluate.table_markdown(df)
     assert "| GAIA Level 1 |" in md and f"| {policy} | SFT | this run (k=3) | 100.0 |" in md
-    assert "published (paper)" not in evaluate.table_markdown(evaluate.paper_table(summary, "cons@3"))
+    assert evaluate.PUBLISHED_LABEL in evaluate.table_markdown(evaluate.paper_table(summary, "best_pass@1"))
+    assert evaluate.PUBLISHED_LABEL not in evaluate.table_markdown(evaluate.paper_table(summary, "cons@3"))
+
+    # every cell carries its CI; the best run beside the mean
+    assert sft_res["avg"]["best_pass@1"] == pytest.approx(3 / 5)  # runs 0 and 1: q0, q1, q4
+    lo, hi = base_res["avg"]["ci"]["pass@1"]
+    assert lo <= base_res["avg"]["pass@1"] <= hi and 0 <= lo < hi <= 1
+    assert saved["benchmarks"]["gaia"]["results"]["base"]["levels"]["1"]["ci"]["pass@3"][1] == 1.0
+    assert saved["bootstrap"]["samples"] == cfg.eval.bootstrap_samples and saved["judge"]["modes"] == {"gaia": "rules"}
+    # gains: sft over base on the 4 questions both completed (q3 lacks sft's run 3)
+    (gain,) = saved["gains"]["gaia"]
+    assert (gain["from"], gain["to"], gain["n"]) == ("base", "sft", 4)
+    # base per question: 1/3, 0, 1, -(q3 excluded), 0 → mean 4/12; sft: 1, 1, 0, 2/3 → 8/12
+    assert gain["metrics"]["pass@1"]["avg"]["diff"] == pytest.approx((1 + 1 + 0 + 2 / 3) / 4 - (1 / 3 + 0 + 1 + 0) / 4)
+    assert set(gain["metrics"]) == {"pass@1", "best_pass@1", "pass@3"} and "1" in gain["metrics"]["pass@1"]
 
     tables = evaluate.write_tables(cfg, summary).read_text()
-    assert "Cons@3" in tables and "invalid %" in tables
+    assert "Cons@3" in tables and "invalid %" in tables and "Pass@1, best of 3 runs" in tables
+    ci = base_res["levels"]["1"]["ci"]["pass@1"]
+    assert f"| {100 * base_res['levels']['1']['pass@1']:.1f} [{100 * ci[0]:.1f}, {100 * ci[1]:.1f}] |" in tables
+    assert "| GAIA | ReAct (base) → SFT | pass@1 | Avg. | +" in tables and "unparsed replies" in tables
     fig = plots.eval_scores(summary, "gaia")
     assert {t.name for t in fig.data} >= {"ReAct (base)", "SFT"}
     assert plots.save(fig, evaluate.figures_dir(cfg) / "gaia.html").stat().st_size > 1000
@@ -323,3 +401,71 @@ def test_run_evaluation_end_to_end_and_resume(tmp_path):
         assert counts["new"] == 1 and counts["rejudged"] == 1 and len(server.requests) == 14
         assert evaluate.summarize(cfg, benchmarks, models, write=False)["benchmarks"]["local"]["results"][
             "base"]["avg"]["pass@1"] == pytest.approx(2 / 3)
+
+
+def test_equivalence_judge_per_benchmark_and_judge_audit_end_to_end(tmp_path):
+    """Policy and judge both on loopback servers (stand-ins for vLLM and a judge endpoint), the real agent and local
+    web: the local set is judged by the equivalence judge (eval.judge), each answer also by an audit judge (rules);
+    the summary reports unparsed judge replies and the judges' agreement, and the audit page lists disagreements."""
+    from openai_loopback import LoopbackOpenAI, completion
+
+    answers = {"shell": "the shlex standard library module", "Timsort": "Tim Peters", "unanswerable": "maybe 41"}
+
+    def policy(body):
+        messages = body["messages"]
+        if len(messages) == 2:
+            return 200, completion('<think>search</think>\n<tool_call>\n{"name": "search", "arguments": '
+                                   '{"query": ["shlex"]}}\n</tool_call>')
+        answer = next(a for key, a in answers.items() if key in messages[1]["content"])
+        return 200, completion(f"<think>done</think>\n<answer>{answer}</answer>")
+
+    def judge(body):
+        prompt = body["messages"][-1]["content"]
+        if "Predicted answer: the shlex standard library module" in prompt:
+            return 200, completion("**Correct**")  # rules (F1 0.4 < 0.6) would say wrong: a disagreement
+        if "maybe 41" in prompt:
+            return 200, completion("Hmm, hard to say.")  # unparseable
+        return 200, completion("Incorrect")
+
+    cfg = config.load("params/ci.yaml")
+    cfg.run.output_dir = str(tmp_path)
+    cfg.eval.runs, cfg.eval.limit, cfg.eval.checkpoints = 1, None, ["base"]
+    cfg.eval.judge = {"local": "equivalence"}
+    cfg.eval.judges = [config.AuditJudge(name="rules-f1", mode="rules")]
+    cfg.judge.rules_gold_in_answer = False
+    cfg.run_dir.mkdir(parents=True)
+    append_jsonl(cfg.paths.qa_eval, [QAPair("Which module quotes shell strings?", "shlex", source="crawlqa"),
+                                     QAPair("Who invented Timsort?", "Tim Peters", source="e2hqa"),
+                                     QAPair("What is the unanswerable number?", "forty-two", source="e2hqa")])
+    with LoopbackOpenAI(policy) as policy_server, LoopbackOpenAI(judge) as judge_server:
+        cfg.models.policy = config.ModelSpec(name="loopback", backend="openai", base_url=policy_server.base_url,
+                                             context_length=4096, max_new_tokens=64)
+        cfg.models.judge = config.ModelSpec(name="judge-72b", backend="openai", base_url=judge_server.base_url)
+        benchmarks, _ = evaluate.load_benchmarks(cfg)
+        models, _ = evaluate.eval_models(cfg)
+        evaluate.run_evaluation(cfg, benchmarks, models, progress=False)
+        assert len(judge_server.requests) == 2  # "Tim Peters" matched by rule: no call
+        records = {r["prediction"]: r for r in (json.loads(x) for x in
+                                                 cfg.paths.eval_run("local", "base", 0).read_text().splitlines())}
+        shlex = records["the shlex standard library module"]
+        assert shlex["judge"]["correct"] is True and shlex["judge"]["mode"] == "equivalence"
+        assert shlex["judge"]["model"] == "judge-72b" and shlex["judge"]["prompt_version"] == "equivalence-v1"
+        assert shlex["judges"]["rules-f1"]["correct"] is False and records["Tim Peters"]["judge"]["method"] == \
+            "rule-match"
+        assert records["maybe 41"]["judge"]["unparsed"] and records["maybe 41"]["judge"]["correct"] is None
+
+        summary = evaluate.summarize(cfg, benchmarks, models)
+        judging = summary["benchmarks"]["local"]["results"]["base"]["judging"]
+        assert judging["unparsed"] == 1 and judging["models"] == ["judge-72b"]
+        assert summary["benchmarks"]["local"]["results"]["base"]["avg"]["pass@1"] == pytest.approx(2 / 3)
+        (pair,) = summary["judge_audit"]["local"]["pairs"]
+        # both judged 2 answers (the unparsed one has no scoring verdict): agree on Tim Peters, not on shlex
+        assert (pair["a"], pair["b"], pair["n"], pair["disagreements"]) == ("scoring", "rules-f1", 2, 1)
+        page = (cfg.paths.eval_figures / "judge_audit.html").read_text()
+        assert "the shlex standard library module" in page and "Timsort" not in page
+        tables = evaluate.write_tables(cfg, summary).read_text()
+        assert "Judge audit" in tables and "| Local web | scoring | rules-f1 | 2 |" in tables
+
+        # resume: the unparsed verdict is asked again (the judge may answer this time); nothing else is
+        evaluate.run_evaluation(cfg, benchmarks, models, progress=False)
+        assert len(judge_server.requests) == 3 and len(policy_server.requests) == 6

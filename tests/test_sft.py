@@ -158,6 +158,11 @@ def test_load_conversations_sources_and_no_data(tmp_path):
     assert convs[2][2:] == released.messages[2:]
     convs, _ = sft.load_conversations(_cfg(tmp_path, include_external=True, reprompt_external=False))
     assert convs[2] == released.messages
+    # under agent.prompt: webdancer, re-prompting gives the released samples back exactly their own prompts
+    cfg = _cfg(tmp_path, include_external=True)
+    cfg.agent.prompt = "webdancer"
+    convs, _ = sft.load_conversations(cfg)
+    assert convs[2] == released.messages
     compact = _cfg(tmp_path, include_external=True)
     compact.agent.prompt = "compact"  # re-prompted under the configured prompt style
     convs, _ = sft.load_conversations(compact)

@@ -15,6 +15,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
+from pdfs import make_pdf
 from wdlib import config
 from wdlib.agent import run_agent
 from wdlib.config import ModelSpec
@@ -22,6 +23,7 @@ from wdlib.llm import Reply
 from wdlib.snapshot import Snapshot, SnapshotError, redact_url
 from wdlib.tools import Toolbox
 
+REPORT_PDF = make_pdf([["Annual report", "The harbour beacon was rebuilt in 1999."]])
 SERPAPI_KEY = "serp-key-SHOULD-NOT-BE-RECORDED"
 SUMMARIZER_KEY = "sk-summarizer-SHOULD-NOT-BE-RECORDED"
 ARTICLE = ("<html><head><title>Harbour</title></head><body><nav>Home | About</nav><article><h1>The harbour</h1>"
@@ -75,7 +77,7 @@ class _Internet(http.server.BaseHTTPRequestHandler):
         if path == "/article.html":
             return self._send(200, ARTICLE.encode())
         if path == "/paper.pdf":
-            return self._send(200, b"%PDF-1.4 binary report", "application/pdf")
+            return self._send(200, REPORT_PDF, "application/pdf")
         if path == "/slow.html":
             time.sleep(0.4)
             return self._send(200, ARTICLE.replace("32 metres", "thirty-two metres").encode())
@@ -174,7 +176,7 @@ def test_record_live_run_then_replay_offline_byte_for_byte(internet, tmp_path, m
         llm_requests = len(summarizer.requests)
     obs = [m["content"] for m in recorded.messages if m["role"] == "user"][1:]
     assert recorded.finish_reason == "answer" and len(obs) == 4
-    assert "32 metres tall" in obs[1] and "unsupported content type 'application/pdf'" in obs[1]
+    assert "32 metres tall" in obs[1] and "harbour beacon" in obs[1]  # the PDF's text, read
     assert "HTTP 404" in obs[1] and "The Caf\u00e9 M\u00fcller" in obs[2] and "ReadTimeout" in obs[2]
     assert "Tide tables" in obs[2] and "lighthouse is 32 metres" in obs[2]  # the gzip page, decoded
     assert handler.hits["/start"] == 1 and handler.hits["/article.html"] == 1  # the second visit: from the snapshot

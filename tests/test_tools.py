@@ -13,7 +13,8 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from wdlib import tools
+from pdfs import make_pdf
+from wdlib import pdf, tools
 from wdlib.evidence import extractive_evidence, parse_evidence_json
 from wdlib.search import SerpApiSearch
 from wdlib.tools import Toolbox, extract_text
@@ -340,6 +341,11 @@ def test_serpapi_backend_renders_recorded_json_like_webdancer(local_web_cfg, ser
 
 
 # ---------------------------------------------------------------- live mode guards (loopback, allowed explicitly)
+PAPER_PDF = make_pdf([["Attention Is All You Need", "We propose the Transformer, based solely on attention."],
+                      ["Results", "The big model reaches 28.4 BLEU on the WMT 2014 English-to-German task."]])
+LONG_PDF = make_pdf([[f"Page {i} of a long report. " + "Filler text about harbours. " * 6] for i in range(40)])
+
+
 class _LiveSite(http.server.BaseHTTPRequestHandler):
     def log_message(self, *args):
         pass
@@ -368,7 +374,17 @@ class _LiveSite(http.server.BaseHTTPRequestHandler):
         elif self.path == "/to-file":
             self._send(302, b"", headers={"Location": "file:///etc/passwd"})
         elif self.path == "/doc.pdf":
-            self._send(200, b"%PDF-1.4 ...", "application/pdf")
+            self._send(200, PAPER_PDF, "application/pdf")
+        elif self.path == "/download":  # a PDF sent as a generic binary file
+            self._send(200, PAPER_PDF, "application/octet-stream")
+        elif self.path == "/long.pdf":
+            self._send(200, LONG_PDF, "application/pdf")
+        elif self.path == "/broken.pdf":
+            self._send(200, b"%PDF-1.4 this is not really a PDF", "application/pdf")
+        elif self.path == "/blob":
+            self._send(200, b"\x00\x01binary", "application/octet-stream")
+        elif self.path == "/image.png":
+            self._send(200, b"\x89PNG...", "image/png")
         elif self.path == "/big.html":
             self._send(200, page + b"<p>" + b"x" * 300_000 + b"</p>")
         elif self.path == "/slow.html":
@@ -416,10 +432,68 @@ def test_live_fetch_checks_type_size_timeout_and_redirects(local_web_cfg, live_s
         assert live_site + "/other.html" in page.links
         obs = run(tb.visit(live_site + "/page.html", "How tall is the lighthouse?"))
         assert "32 metres tall" in obs
-        assert "unsupported content type 'application/pdf'" in run(tb.fetch(live_site + "/doc.pdf")).error
+        assert "unsupported content type 'image/png'" in run(tb.fetch(live_site + "/image.png")).error
         big = run(tb.fetch(live_site + "/big.html"))
         assert big.truncated and len(big.html.encode()) <= 50_000
         slow = run(tb.fetch(live_site + "/slow.html"))
         assert not slow.ok and "Timeout" in slow.error
         assert "only http(s)" in run(tb.fetch(live_site + "/to-file")).error
         assert run(tb.fetch(live_site + "/missing")).status == 404
+
+
+# ---------------------------------------------------------------- PDFs
+def test_pdf_text_reads_pages_until_the_budget():
+    text = pdf.pdf_text(PAPER_PDF, 10_000)
+    assert "Attention Is All You Need" in text and "28.4 BLEU on the WMT 2014" in text
+    assert text.index("Transformer") < text.index("Results")  # page order kept
+    assert len(pdf.pdf_text(LONG_PDF, 500)) == 500  # stops early: what visit can use at most
+    with pytest.raises(Exception):
+        pdf.pdf_text(b"%PDF-1.4 not a pdf", 100)
+
+
+def test_visit_reads_a_pdf_served_live(local_web_cfg, live_site):
+    with _live_toolbox(local_web_cfg, live_allow_private=True, live_max_bytes=50_000, live_timeout_s=5) as tb:
+        page = run(tb.fetch(live_site + "/doc.pdf"))
+        assert page.ok and page.content_type == "application/pdf" and "28.4 BLEU" in page.text
+        assert run(tb.fetch(live_site + "/download")).text == page.text  # a PDF labelled as a binary download
+        obs = run(tb.visit(live_site + "/doc.pdf", "What BLEU score does the big model reach?"))
+        assert "28.4 BLEU" in obs and tools.NO_CONTENT_SUMMARY not in obs
+        assert "could not be read" in run(tb.fetch(live_site + "/broken.pdf")).error
+        assert "not a PDF" in run(tb.fetch(live_site + "/blob")).error
+    # the same byte cap as web pages: a PDF cut at the cap cannot be read, and says so
+    with _live_toolbox(local_web_cfg, live_allow_private=True, live_max_bytes=2_000) as tb:
+        cut = run(tb.fetch(live_site + "/long.pdf"))
+        assert cut.truncated and not cut.ok and "larger than the 2,000-byte limit" in cut.error
+        assert "larger than" in run(tb.visit(live_site + "/long.pdf", "what is it about"))
+
+
+def test_visit_reads_a_pdf_of_the_local_web():
+    """Local mode through the real loopback mirror server: a local page that is a PDF document is served as one and
+    visit reads its text (the offline web's sites are HTML today; snapshots of papers are PDFs)."""
+    from types import SimpleNamespace
+
+    from wdlib.config import WebParams
+    from wdlib.webserver import LocalWebServer
+
+    url = "https://arxiv.org/pdf/1706.03762"
+    pdf_page = SimpleNamespace(url=url, base_url=None, content_type="application/pdf")
+
+    class PdfWeb:  # the parts of wdlib.web.LocalWeb the server and the toolbox use
+        hosts, pages, cfg = {"arxiv.org"}, [pdf_page], SimpleNamespace(sites=["papers"])
+
+        def lookup(self, u):
+            return pdf_page if u.rstrip("/") == url else None
+
+        def knows_host(self, u):
+            return "arxiv.org" in u
+
+        def html(self, page):
+            return PAPER_PDF
+
+    cfg = WebParams(mode="local", search_backend="local")
+    with LocalWebServer(PdfWeb()) as server:
+        tb = Toolbox(cfg, search_backend=object())
+        tb.web, tb.server = PdfWeb(), server
+        page = run(tb.fetch(url))
+        assert page.ok and page.content_type == "application/pdf" and "Transformer" in page.text
+        assert "28.4 BLEU" in run(tb.visit(url, "BLEU of the big model"))

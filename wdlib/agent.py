@@ -9,15 +9,36 @@ waits on a tool or the model, the others proceed) and resumes by trajectory id.
 from __future__ import annotations
 
 import asyncio
+import functools
 import inspect
 import time
+from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from tqdm.auto import tqdm
 
-from wdlib.react import (FINAL_ANSWER_INSTRUCTION, STOP_STRINGS, ToolCall, error_observation, parse_turn,
-                         prompt_messages, tool_response)
+from wdlib.react import (FINAL_ANSWER_INSTRUCTION, STOP_STRINGS, PromptTemplate, ToolCall, error_observation,
+                         parse_turn, prompt_messages, tool_response, webdancer_prompt)
 from wdlib.trajectory import QAPair, Trajectory, question_id, trajectory_id
+
+
+# ------------------------------------------------------------------ the prompt
+def resolve_prompt(cfg: Any) -> str | PromptTemplate:
+    """The prompt every stage starts an episode from (`agent.prompt`): a style name, or for `webdancer` the authors'
+    templates read from `agent.webdancer_prompt_file` (their released trajectories; read here, never copied)."""
+    if cfg.agent.prompt != "webdancer":
+        return cfg.agent.prompt
+    path = cfg.resolve_path(cfg.agent.webdancer_prompt_file)
+    if not path.is_file():
+        raise FileNotFoundError(f"{cfg.source}: agent.webdancer_prompt_file: {path} not found (WebDancer's released "
+                                "sample_traj.jsonl, or your own copy)")
+    return _read_template(str(path), path.stat().st_mtime)
+
+
+@functools.lru_cache(maxsize=4)
+def _read_template(path: str, mtime: float) -> PromptTemplate:
+    return webdancer_prompt(Path(path).read_text(encoding="utf-8"), source=path)
+
 
 # ------------------------------------------------------------------ the ReAct loop
 MIN_TURN_TOKENS = 16  # no point starting a turn with less room than this
@@ -113,14 +134,15 @@ async def _call_tool(toolbox, call: ToolCall) -> str:
 async def run_agent(question: str, client, toolbox, *, gold: str | None = None, qa_id: str | None = None,
                     max_turns: int = 12, max_total_tokens: int = 32768, context_length: int | None = None,
                     sampling: dict | None = None, sample: int = 0, date: str | None = None,
-                    prompt: str = "ours") -> Trajectory:
+                    prompt: str | PromptTemplate = "ours") -> Trajectory:
     """Run one ReAct trajectory. Never raises for model or tool failures: finish_reason says how it ended.
 
     Limits: at most `max_turns` assistant turns and `max_total_tokens` tokens in the whole conversation (prompt,
     turns, observations; also capped by `context_length`). When a limit is about to be reached, the last observation
     carries FINAL_ANSWER_INSTRUCTION and the next turn is the last one. finish_reason: "answer" (answered in budget),
     "max_turns" / "max_tokens" (the budget ran out; `prediction` is still set if the forced turn answered),
-    "error" (the model backend failed; see `error`). `prompt` is the prompt style (`wdlib.react.PROMPT_STYLES`).
+    "error" (the model backend failed; see `error`). `prompt` is the prompt style (`wdlib.react.PROMPT_STYLES`) or a
+    PromptTemplate (`resolve_prompt(cfg)` gives the one the params ask for).
     """
     sampling = dict(sampling or {})
     default_turn_tokens = getattr(client, "max_new_tokens", 512)
@@ -201,7 +223,8 @@ async def run_agent(question: str, client, toolbox, *, gold: str | None = None, 
         else:
             used += count(content)
 
-    sampling_record = {**sampling, "max_new_tokens": turn_tokens, "max_turns": max_turns, "prompt": prompt,
+    sampling_record = {**sampling, "max_new_tokens": turn_tokens, "max_turns": max_turns,
+                       "prompt": prompt.name if isinstance(prompt, PromptTemplate) else prompt,
                        "max_total_tokens": max_total_tokens}
     trajectory = Trajectory(
         question=question, messages=messages, gold=gold, prediction=prediction, turns=turns, tool_calls=calls,

@@ -56,7 +56,6 @@ class RunParams(Section):
 # ---------------------------------------------------------------- models
 class ModelSpec(Section):
     """One model. `name` is an HF id or local path, or `embedded:smollm2-135m` (shipped offline)."""
-
     name: str = "embedded:smollm2-135m"
     backend: Literal["transformers", "vllm", "openai"] = "transformers"
     base_url: str | None = None  # OpenAI-compatible endpoint (vLLM serve, OpenAI, llama.cpp server...)
@@ -74,8 +73,9 @@ class ModelSpec(Section):
 
 class AgentParams(Section):
     """How every stage talks to the agent: the prompt its episodes start from (`wdlib.react.PROMPT_STYLES`)."""
-
-    prompt: Literal["ours", "compact"] = "ours"
+    prompt: Literal["ours", "compact", "webdancer"] = "ours"
+    # webdancer: the authors' exact prompts, rebuilt at run time from their released trajectories (read, never copied)
+    webdancer_prompt_file: str = SAMPLE_TRAJECTORIES
 
 
 class ModelsParams(Section):
@@ -148,8 +148,7 @@ class SynthesisParams(Section):
 
 
 class FormatDemosParams(Section):
-    # Scripted search → [visit] → gold-answer episodes over template CrawlQA, one more SFT source
-    # (`wdlib.synthesis.demos`).
+    # Scripted search → [visit] → gold-answer episodes over template CrawlQA, one more SFT source (synthesis.demos).
     # For CPU smoke runs only: a 135M model cannot learn the format from a few long real trajectories. 0 at scale.
     num: int = Field(0, ge=0)
     visit: float = Field(0.3, ge=0, le=1)  # share of episodes that also visit a page
@@ -179,8 +178,11 @@ class FiltersParams(Section):
     rejudge: bool = False  # judge again trajectories that already carry a verdict (e.g. WebDancer's released ones)
 
 
+JudgeMode = Literal["rules", "llm", "equivalence"]  # see wdlib.judge; llm and equivalence need a judge model
+
+
 class JudgeParams(Section):
-    mode: Literal["llm", "rules"] = "rules"  # llm needs models.judge; rules = GAIA match or F1 >= f1_threshold
+    mode: JudgeMode = "rules"  # rules = GAIA match or F1 >= f1_threshold; llm: graded; equivalence: the paper's
     f1_threshold: float = Field(0.6, ge=0, le=1)
     # rules also accept a verbose prediction containing the whole gold phrase (67/100 of WebDancer's released
     # answers are sentences that contain their gold; F1 alone accepts none of them)
@@ -261,6 +263,12 @@ class DAPOParams(Section):
     trainer_kwargs: dict[str, Any] = Field(default_factory=dict)  # any other trl.GRPOConfig argument, passed through
 
 
+class AuditJudge(Section):  # eval.judges: one more judge of every answer; the summary reports the judges' agreement
+    name: str = Field(pattern=r"^[A-Za-z0-9._+-]+$")  # not "scoring": the judge whose verdicts make the scores
+    mode: JudgeMode = "equivalence"
+    model: ModelSpec | None = None  # None → models.judge
+
+
 class EvalParams(Section):
     benchmarks: list[Literal["local", "webwalkerqa", "gaia"]] = Field(default_factory=lambda: ["gaia", "webwalkerqa"])
     gaia_path: str | None = None  # local GAIA validation folder/file; None → hub (needs HF_TOKEN, online)
@@ -278,6 +286,9 @@ class EvalParams(Section):
     concurrency: int = Field(32, gt=0)
     checkpoints: list[str] = Field(default_factory=lambda: ["base", "sft", "dapo"])
     extra_models: dict[str, ModelSpec] = Field(default_factory=dict)
+    judge: dict[Literal["local", "webwalkerqa", "gaia"], JudgeMode] = Field(default_factory=dict)  # else judge.mode
+    judges: list[AuditJudge] = Field(default_factory=list)  # judge audit: more judges, agreement in the summary
+    bootstrap_samples: int = Field(2000, gt=0)  # resamples of the questions for each 95% CI
 
 
 class ReportParams(Section):
@@ -343,9 +354,7 @@ class Config(Section):
 class RunPaths:
     """The layout of a run folder `outputs/<run.name>/`: the one place its file names are written. Stages and
     notebooks read and write through it (`cfg.paths.qa`), so the stages connect through these files only.
-
-    `wandb/` is wandb's own folder (`wdlib.tracking` gives wandb the run folder).
-    """
+    `wandb/` is wandb's own folder (`wdlib.tracking` gives wandb the run folder)."""
 
     def __init__(self, root: Path):
         self.root = root
@@ -360,10 +369,8 @@ class RunPaths:
         self.funnel, self.funnel_external = root / "funnel.json", root / "funnel_external.json"
         self.sft_data, self.format_demos = root / "sft_data.jsonl", root / "format_demos.jsonl"
         self.synthesis_summary = root / "synthesis_summary.json"
-        # 04 · DAPO: a few rollouts per step
-        self.dapo_rollouts = root / "dapo_rollouts.jsonl"
-        # 05 · evaluation
-        self.eval = root / "eval"
+        self.dapo_rollouts = root / "dapo_rollouts.jsonl"  # 04 · DAPO: a few rollouts per step
+        self.eval = root / "eval"  # 05 · evaluation
         self.eval_summary, self.eval_tables = self.eval / "summary.json", self.eval / "tables.md"
         self.eval_figures = self.eval / "figures"
         self.eval_toolbox_stats = self.eval / "toolbox_stats.json"  # tool calls, errors, snapshot misses
@@ -395,10 +402,8 @@ class RunPaths:
 def _merge(base: dict, over: dict) -> dict:
     out = dict(base)
     for key, value in over.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _merge(out[key], value)
-        else:
-            out[key] = value
+        nested = isinstance(value, dict) and isinstance(out.get(key), dict)
+        out[key] = _merge(out[key], value) if nested else value
     return out
 
 
@@ -435,8 +440,7 @@ def _resolve_extends(data: dict, base_dir: Path, label: str, seen: tuple[Path, .
         raise ParamsError(f"{label}: extends: params file not found: {parent}")
     parent_data = _resolve_extends(_read_yaml(parent_path, parent_label), parent_path.parent, parent_label,
                                    seen + (parent_path,))
-    merged = _merge(parent_data, {k: v for k, v in data.items() if k != "extends"})
-    return merged
+    return _merge(parent_data, {k: v for k, v in data.items() if k != "extends"})
 
 
 def _format_errors(label: str, exc: ValidationError) -> str:
@@ -486,12 +490,7 @@ def from_notebook(params_file: str | None = None, **sections: Any) -> Config:
         params_file = "smoke.yaml"  # a notebook opened in JupyterLab with no parameters runs the CPU smoke settings
     if params_file:
         base = load(params_file)
-        if not given:
-            return base
-        label = base.source
-        data = _merge(base.dump(), given)
-        cfg = from_dict(data, label)
-        return cfg
+        return from_dict(_merge(base.dump(), given), base.source) if given else base
     return from_dict(given, label)
 
 

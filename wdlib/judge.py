@@ -11,9 +11,16 @@
   prediction `1000` does not match it (the reverse, prediction `1,000` vs gold `1000`, does).
 - `em`, `f1`: SQuAD v1.1 normalisation (`wdlib.text.normalize_answer`: lowercase, drop punctuation and the articles
   a/an/the, squash spaces).
-- LLM judge: an HLE/BrowseComp-style grading prompt; the reply ends in a line `correct: yes|no`, read by
-  `parse_verdict`. `judge.mode: rules` (the CPU default) is `gaia_match(...) or f1(...) >= judge.f1_threshold`
-  (or, opt-in `judge.rules_gold_in_answer`, the whole gold phrase inside a verbose prediction).
+- Three judge modes (`judge.mode`, per benchmark `eval.judge`):
+    * `rules` (the CPU default): `gaia_match(...) or f1(...) >= judge.f1_threshold` (or, opt-in
+      `judge.rules_gold_in_answer`, the whole gold phrase inside a verbose prediction);
+    * `llm`: a strict HLE/BrowseComp-style grading prompt (`JUDGE_PROMPT`), the reply ends in `correct: yes|no`;
+    * `equivalence`: how the paper's evaluation judged (the authors reuse WebThinker's equivalence judge): a rule match
+      (`rule_match`: SQuAD-normalised exact match or the GAIA scorer) counts as correct at once, otherwise an LLM is
+      asked, in our own words (`EQUIVALENCE_PROMPT`), whether the two answers are equivalent: `Correct` / `Incorrect`.
+  Every verdict is read by `parse_verdict` (any of the shapes judges reply in, Chinese included). A reply without a
+  verdict is recorded as unparsed (`correct: None`, `unparsed: True`), counted in the summary, never replaced by rules.
+  Each verdict records its mode, judge model and prompt version (`PROMPT_VERSIONS`).
 
 The judge client is any object with `async chat(messages, **sampling) -> reply` whose reply has `.text`
 (every `wdlib.llm` client).
@@ -32,6 +39,7 @@ from tqdm.auto import tqdm
 
 from wdlib.config import Config, JudgeParams
 from wdlib.text import normalize_answer
+from wdlib.verdicts import parse_verdict, parse_yes_no  # noqa: F401  (re-exported)
 
 log = logging.getLogger(__name__)
 
@@ -142,36 +150,43 @@ numerical answer); no if it is missing, different, only partly right, ambiguous,
 
 The last line of your reply must be `correct: yes` or `correct: no`."""
 
-# A verdict line: optional markdown decoration (bullets, **bold**, _italics_, > quotes, # headings), the field name,
-# a colon, then yes/no possibly wrapped in ** or quotes. Anchored at the start of the line, so "incorrect:" or
-# "is correct: ..." inside the reasoning never count. "yes|no" / "yes or no" (an echoed template) does not count.
-_YES_NO_LINE = r"^[\s>#*_\-•]*{field}[\s*_]*:[\s*_`'\"]*(yes|no)(?![\w|/])(?!\s*(?:[|/]|or\b))"
+EQUIVALENCE_PROMPT = """\
+Two answers to the same question are given below: a reference answer, known to be right, and a predicted answer. \
+Decide whether the predicted answer means the same as the reference answer.
+
+Question: {question}
+
+Reference answer: {gold}
+
+Predicted answer: {prediction}
+
+Count them as equivalent when they name the same thing, person, place, date or quantity, even if they are worded \
+differently, written in another language, abbreviated, spelled differently, or formatted differently (units, number \
+formats, capitalisation), and also when the predicted answer adds detail that does not contradict the reference. \
+Count them as not equivalent when the predicted answer names something else, gives only part of what the reference \
+requires, hedges between several answers, or gives no answer. Judge the meaning only; do not solve the question again.
+
+Reply with one word: Correct if the answers are equivalent, Incorrect if they are not."""
+
+JUDGE_MODES = ("rules", "llm", "equivalence")
+# Bump a version whenever its prompt's text changes: verdicts made with different prompts are not comparable.
+PROMPT_VERSIONS = {"llm": "graded-v1", "equivalence": "equivalence-v1"}
 
 
-def parse_yes_no(text: str | None, field: str) -> bool | None:
-    """The LAST `field: yes|no` line of a reply: True/False, or None when there is none.
-
-    Returns the captured yes/no only, never the whole matched line.
-    """
-    if not text:
-        return None
-    matches = re.findall(_YES_NO_LINE.format(field=re.escape(field)), text, flags=re.IGNORECASE | re.MULTILINE)
-    if not matches:
-        return None
-    return matches[-1].lower() == "yes"
+def judge_messages(question: str, gold: str, prediction: str, mode: str = "llm") -> list[dict[str, str]]:
+    """The judge prompt of `mode` (llm: graded; equivalence) as chat messages."""
+    if mode == "equivalence":
+        text = EQUIVALENCE_PROMPT.format(question=question, gold=gold, prediction=prediction)
+    else:
+        text = JUDGE_PROMPT.format(question=question, response=prediction, correct_answer=gold)
+    return [{"role": "user", "content": text}]
 
 
-def parse_verdict(text: str | None) -> bool | None:
-    """The judge's verdict: True for `correct: yes`, False for `correct: no`, None when the reply has no verdict.
-
-    The LAST verdict line wins (a judge may restate its template or change its mind before the end).
-    """
-    return parse_yes_no(text, "correct")
-
-
-def judge_messages(question: str, gold: str, prediction: str) -> list[dict[str, str]]:
-    return [{"role": "user", "content": JUDGE_PROMPT.format(question=question, response=prediction,
-                                                            correct_answer=gold)}]
+def rule_match(prediction: str | None, gold: str) -> bool:
+    """The equivalence judge's rule: the same answer after SQuAD normalisation, or a match by the GAIA scorer."""
+    if prediction is None or not str(prediction).strip():
+        return False
+    return bool(em(prediction, gold)) or gaia_match(prediction, gold)
 
 
 def _judge_section(cfg: Config | JudgeParams) -> JudgeParams:
@@ -180,30 +195,40 @@ def _judge_section(cfg: Config | JudgeParams) -> JudgeParams:
 
 
 async def judge_answer(question: str, gold: str | None, prediction: str | None, cfg: Config | JudgeParams,
-                       client: Any = None) -> dict[str, Any]:
-    """Judge one answer. Returns {"correct": bool, "method": "rules"|"llm"|..., "raw": judge reply or None}.
+                       client: Any = None, *, mode: str | None = None) -> dict[str, Any]:
+    """Judge one answer under `mode` (default `judge.mode`). Returns {"correct": bool | None, "method", "mode",
+    "raw": the judge's reply or None} plus, when an LLM was asked, "model" and "prompt_version", and "unparsed": True
+    when its reply held no verdict (correct is then None: counted, never guessed).
 
-    mode `llm` needs a client; without one (params `models.judge: null`) it falls back to the rules, saying so in
-    `method`. A reply with no verdict line also falls back to the rules (method `llm-unparsed+rules`), keeping the
-    raw reply for inspection. A missing prediction is wrong without asking anyone; a missing gold is an error.
+    Methods: no-answer (a missing prediction is wrong without asking anyone), rules, rule-match (equivalence mode's
+    rule), llm, llm-unparsed, and `rules (no judge client)` when an LLM mode has no client (params
+    `models.judge: null`). A missing gold is an error.
     """
     jcfg = _judge_section(cfg)
+    mode = mode or jcfg.mode
+    if mode not in JUDGE_MODES:
+        raise ValueError(f"unknown judge mode {mode!r}; known: {', '.join(JUDGE_MODES)}")
     if gold is None:
         raise ValueError(f"cannot judge without a gold answer (question: {question[:80]!r})")
     if prediction is None or not str(prediction).strip():
-        return {"correct": False, "method": "no-answer", "raw": None}
+        return {"correct": False, "method": "no-answer", "mode": mode, "raw": None}
+    if mode == "equivalence" and rule_match(prediction, gold):
+        return {"correct": True, "method": "rule-match", "mode": mode, "raw": None}
     by_rules = rules_correct(prediction, gold, jcfg.f1_threshold, jcfg.rules_gold_in_answer)
-    if jcfg.mode == "rules":
-        return {"correct": by_rules, "method": "rules", "raw": None}
+    if mode == "rules":
+        return {"correct": by_rules, "method": "rules", "mode": mode, "raw": None}
     if client is None:
-        log.warning("judge.mode is 'llm' but no judge client was given; judging by rules")
-        return {"correct": by_rules, "method": "rules (no judge client)", "raw": None}
-    reply = await client.chat(judge_messages(question, gold, str(prediction)),
+        log.warning("judge mode %r needs a judge model but none was given; judging by rules", mode)
+        return {"correct": by_rules, "method": "rules (no judge client)", "mode": mode, "raw": None}
+    reply = await client.chat(judge_messages(question, gold, str(prediction), mode),
                               temperature=jcfg.temperature, max_new_tokens=jcfg.max_new_tokens)
     verdict = parse_verdict(reply.text)
+    record = {"correct": verdict, "method": "llm" if verdict is not None else "llm-unparsed", "mode": mode,
+              "raw": reply.text, "model": getattr(client, "model_name", type(client).__name__),
+              "prompt_version": PROMPT_VERSIONS[mode]}
     if verdict is None:
-        return {"correct": by_rules, "method": "llm-unparsed+rules", "raw": reply.text}
-    return {"correct": verdict, "method": "llm", "raw": reply.text}
+        record["unparsed"] = True
+    return record
 
 
 def _field(item: Any, name: str) -> Any:
@@ -211,7 +236,7 @@ def _field(item: Any, name: str) -> Any:
 
 
 async def judge_many(items: Iterable[Any], cfg: Config | JudgeParams, client: Any = None, concurrency: int = 8,
-                     progress: bool = True) -> list[dict[str, Any]]:
+                     progress: bool = True, mode: str | None = None) -> list[dict[str, Any]]:
     """Judge many answers concurrently (at most `concurrency` judge calls in flight), results in input order.
 
     Items are dicts or objects (e.g. Trajectory) with `question`, `gold` and `prediction`. An item whose judging
@@ -226,7 +251,7 @@ async def judge_many(items: Iterable[Any], cfg: Config | JudgeParams, client: An
         async with limit:
             try:
                 return await judge_answer(_field(item, "question") or "", _field(item, "gold"),
-                                          _field(item, "prediction"), cfg, client)
+                                          _field(item, "prediction"), cfg, client, mode=mode)
             except Exception as exc:  # one bad item must not sink the batch
                 return {"correct": None, "method": "error", "raw": f"{type(exc).__name__}: {exc}"}
             finally:

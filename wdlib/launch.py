@@ -10,7 +10,8 @@ of an epoch, takes one more optimizer step before it checks; so a stage whose la
 call `train()` again but returns the result it saved.
 
 A stage runs in-process when its section has `num_processes: 1`; otherwise the notebook calls `launch(cfg, stage)`,
-which writes the exact config it was given (papermill overrides included) next to the run and starts
+which first checks that the launch can work here (`launch_problems`: GPUs, accelerate config, DeepSpeed), then
+writes the exact config it was given (papermill overrides included) next to the run and starts
 `accelerate launch --config_file params/<accelerate_config> --num_processes N -m wdlib.<stage> --params FILE`.
 The stage module's `main()` reads that file back, so every rank trains on the same settings.
 """
@@ -18,6 +19,7 @@ The stage module's `main()` reads that file back, so every rank trains on the sa
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import json
 import os
 import subprocess
@@ -85,8 +87,51 @@ def run_stage(cfg: Config, stage: str, train: Callable[[Config], Any], load_resu
     return load_result(cfg)
 
 
+def cuda_devices() -> int:
+    """CUDA GPUs this process can use (0 without a CUDA build of torch, or without torch)."""
+    try:
+        import torch
+    except ImportError:
+        return 0
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
+def launch_problems(cfg: Config, stage: str, gpus: int | None = None) -> list[tuple[str, str, str]]:
+    """Why `accelerate launch` of `stage` with `<stage>.num_processes` processes cannot work here, as (key, problem,
+    fix): too few CUDA GPUs (one per process; a vLLM server for DAPO needs its own tensor-parallel GPUs), a missing
+    accelerate config, DeepSpeed not installed for a DeepSpeed config. Empty when it can."""
+    section = getattr(cfg, stage)
+    n = section.num_processes
+    if n <= 1:
+        return []
+    out = []
+    needed = n + (cfg.models.policy.tensor_parallel_size if stage == "dapo" and cfg.dapo.use_vllm
+                  and cfg.dapo.vllm_mode == "server" else 0)
+    gpus = cuda_devices() if gpus is None else gpus
+    if gpus < needed:
+        out.append((f"{stage}.num_processes", f"{n} processes need {needed} CUDA GPUs, this machine has {gpus}",
+                    f"run on a machine with {needed} GPUs, or set {stage}.num_processes: 1 (one process, in the "
+                    "notebook)"))
+    if section.accelerate_config:
+        accel = cfg.resolve_path(Path("params") / section.accelerate_config)
+        if not accel.is_file():
+            out.append((f"{stage}.accelerate_config", f"{accel} not found",
+                        "point it to a file under params/ (accelerate/zero3.yaml or accelerate/fsdp.yaml)"))
+        elif (yaml.safe_load(accel.read_text()) or {}).get("distributed_type") == "DEEPSPEED" \
+                and importlib.util.find_spec("deepspeed") is None:
+            out.append((f"{stage}.accelerate_config", f"{section.accelerate_config} uses DeepSpeed, which is not "
+                        "installed", "pip install -e '.[gpu]' (deepspeed is in the gpu extra), or use "
+                        "accelerate/fsdp.yaml"))
+    return out
+
+
 def launch(cfg: Config, stage: str) -> None:
-    """Run `wdlib.<stage>` under `accelerate launch` and wait; raises CalledProcessError when it fails."""
+    """Run `wdlib.<stage>` under `accelerate launch` and wait; raises CalledProcessError when it fails, and
+    RuntimeError, before starting anything, when the launch cannot work here (`launch_problems`)."""
+    problems = launch_problems(cfg, stage)
+    if problems:
+        raise RuntimeError(f"{cfg.source}: not launching {stage} ({getattr(cfg, stage).num_processes} processes):\n"
+                           + "\n".join(f"  {key}: {what} (fix: {fix})" for key, what, fix in problems))
     params_file = cfg.paths.launch_params(stage)
     params_file.parent.mkdir(parents=True, exist_ok=True)
     params_file.write_text(yaml.safe_dump(cfg.dump(), sort_keys=False))

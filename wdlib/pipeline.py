@@ -3,9 +3,12 @@
     python -m wdlib.pipeline params/smoke.yaml                # all six
     python -m wdlib.pipeline params/smoke.yaml --only 03,04   # a subset
     python -m wdlib.pipeline params/smoke.yaml --resume       # skip notebooks that already completed
+    python -m wdlib.pipeline params/7b.yaml --check           # only the preflight: what this machine lacks
 
-Executed copies land in outputs/<run>/notebooks/. A notebook that completes leaves a `.done` marker beside its
-copy; `--resume` skips those. The first failure stops the pipeline and prints the failing cell's error.
+Before the first notebook the preflight (`wdlib.preflight`: GPUs, packages, models, keys, data, disk) checks what the
+selected notebooks need; a problem stops the pipeline before any kernel starts (`--no-check` skips it). Executed
+copies land in outputs/<run>/notebooks/. A notebook that completes leaves a `.done` marker beside its copy;
+`--resume` skips those. The first failure stops the pipeline and prints the failing cell's error.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from pathlib import Path
 
 import yaml
 
-from wdlib import config
+from wdlib import config, preflight
 
 NOTEBOOK_DIR = config.REPO_ROOT / "notebooks"
 
@@ -50,15 +53,35 @@ class StageFailed(RuntimeError):
     pass
 
 
-def run(params: str | Path, only: str | None = None, resume: bool = False, kernel_name: str | None = None, log_output: bool = False) -> list[Path]:
-    """Execute the selected notebooks; returns the executed copies. Raises StageFailed on the first failure."""
+def _params_path(params: str | Path) -> Path:
+    path = Path(params)
+    if not path.is_file() and (config.PARAMS_DIR / path).is_file():
+        path = config.PARAMS_DIR / path
+    return path
+
+
+def check(params: str | Path, only: str | None = None) -> tuple[bool, str]:
+    """The preflight of the notebooks `only` selects: (ready, report)."""
+    cfg = config.load(_params_path(params))
+    notebooks = [nb.name[:2] for nb in select(only)]
+    problems = preflight.check(cfg, notebooks)
+    return not any(not p.warning for p in problems), preflight.report(cfg, problems, notebooks)
+
+
+def run(params: str | Path, only: str | None = None, resume: bool = False, kernel_name: str | None = None,
+        log_output: bool = False, check_first: bool = True) -> list[Path]:
+    """Execute the selected notebooks; returns the executed copies. Raises StageFailed when the preflight finds a
+    problem (before any kernel starts) or on the first failing notebook."""
     import papermill as pm
     from papermill.exceptions import PapermillExecutionError
 
-    params_path = Path(params)
-    if not params_path.is_file() and (config.PARAMS_DIR / params_path).is_file():
-        params_path = config.PARAMS_DIR / params_path
+    params_path = _params_path(params)
     cfg = config.load(params_path)  # fail early, with file and key, before any kernel starts
+    if check_first:
+        ready, text = check(params_path, only)
+        print(f"[pipeline] {text}", flush=True)
+        if not ready:
+            raise StageFailed(f"preflight found problems; nothing was run (--no-check skips the preflight)\n{text}")
     parameters = parameters_for(params_path)
     out_dir = cfg.paths.notebooks
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -93,9 +116,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--only", help="comma-separated notebook numbers, e.g. 03,04")
     ap.add_argument("--resume", action="store_true", help="skip notebooks that completed in an earlier run")
     ap.add_argument("--log-output", action="store_true", help="stream the notebooks' output to the terminal")
+    ap.add_argument("--check", action="store_true", help="only the preflight: exit 1 and list what is missing")
+    ap.add_argument("--no-check", action="store_true", help="skip the preflight before the first notebook")
     args = ap.parse_args(argv)
     try:
-        run(args.params, only=args.only, resume=args.resume, log_output=args.log_output)
+        if args.check:
+            ready, text = check(args.params, args.only)
+            print(text, file=sys.stdout if ready else sys.stderr)
+            return 0 if ready else 1
+        run(args.params, only=args.only, resume=args.resume, log_output=args.log_output, check_first=not args.no_check)
     except (StageFailed, config.ParamsError) as exc:
         print(f"[pipeline] FAILED: {exc}", file=sys.stderr)
         return 1

@@ -2,7 +2,8 @@
 environment answers. Everything else (the agent loop, the tools, rewards, filters, demonstrations, SFT, DAPO, the
 viewer) reads it from here; this module imports nothing from wdlib.
 
-- Prompts: `system_prompt(date)`, `user_prompt(question)` (the tool schemas inside `<tools>`), `prompt_messages`.
+- Prompts: `system_prompt(date)`, `user_prompt(question)` (the tool schemas inside `<tools>`), `prompt_messages`, in
+  a prompt style (`PROMPT_STYLES`), or a `PromptTemplate` read from released trajectories (`webdancer_prompt`).
 - An assistant turn is `<think>…</think>` followed by exactly one of
   `<tool_call>\n{"name": ..., "arguments": {...}}\n</tool_call>` or `<answer>…</answer>`; `parse_turn` reads one
   (never raises; `Turn.error` says what is wrong), generation stops at `STOP_STRINGS`.
@@ -75,7 +76,11 @@ STOP_STRINGS = ("</tool_call>", "</answer>")
 #   ours     our own text in the spirit of WebDancer's: principles, the tool schemas, a worked example, the date
 #   compact  a short prompt for CPU-scale runs: SmolLM2-135M on 2 cores pays ~740 tokens of `ours` in every training
 #            example and rollout; this one is ~190 tokens (no date line, so it never changes from day to day)
-PROMPT_STYLES = ("ours", "compact")
+#   webdancer  the authors' exact system prompt and user template, rebuilt at run time from their released
+#            trajectories (`webdancer_prompt(text)` on the file's text gives a `PromptTemplate`; the text is read by
+#            whoever builds the prompt, `wdlib.agent.resolve_prompt`, and is never copied into this repository), so
+#            released checkpoints and "Vanilla ReAct" baselines are evaluated with the prompt they were trained with
+PROMPT_STYLES = ("ours", "compact", "webdancer")
 
 COMPACT_SYSTEM = ("You are a web research agent. Answer the user's question by searching the web and reading pages. "
                   "In each turn, think inside <think></think>, then either call one tool inside "
@@ -86,18 +91,71 @@ COMPACT_TOOLS = ('Tools:\n- search: web search; arguments {"query": ["..."]}; re
                  "\n</tool_call> and wait for its result inside <tool_response></tool_response>.\n\nQuestion: ")
 
 
-def _check_style(style: str) -> None:
+@dataclass(frozen=True)
+class PromptTemplate:
+    """A prompt read from released trajectories: the system prompt up to its date, the user prompt up to its
+    question (both render as `text + date` / `text + question`, byte for byte as in the source)."""
+
+    system_before_date: str
+    user_before_question: str
+    name: str = "webdancer"
+
+
+_USER_MARK = "\nUser: "  # the user template ends with this, then the question
+_DATE_MARK = "Current date: "  # the system prompt ends with this, then the date (YYYY-MM-DD)
+
+
+def webdancer_prompt(jsonl_text: str, source: str = "the released trajectories") -> PromptTemplate:
+    """The authors' system prompt and user template, read from the text of their released trajectories (JSONL, one
+    ChatML record per line: `messages[0]` system, `messages[1]` user). Every record must carry the same two templates
+    (only the date and the question differ); anything else is a ValueError naming the line."""
+    systems, users = {}, {}
+    for n, line in enumerate(jsonl_text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            messages = json.loads(line)["messages"]
+            system, user = messages[0], messages[1]
+        except (json.JSONDecodeError, KeyError, IndexError, TypeError) as exc:
+            raise ValueError(f"{source}:{n}: not a trajectory with system and user messages ({exc})") from None
+        if system.get("role") != "system" or user.get("role") != "user":
+            raise ValueError(f"{source}:{n}: the first two messages are not system and user")
+        cut = system["content"].rfind(_DATE_MARK)
+        if cut < 0 or not re.fullmatch(r"\d{4}-\d{2}-\d{2}", system["content"][cut + len(_DATE_MARK):]):
+            raise ValueError(f"{source}:{n}: the system prompt does not end with '{_DATE_MARK}YYYY-MM-DD'")
+        tools_end = user["content"].find("</tools>")
+        at = user["content"].find(_USER_MARK, max(tools_end, 0))
+        if tools_end < 0 or at < 0:
+            raise ValueError(f"{source}:{n}: the user prompt has no <tools> block followed by '{_USER_MARK.strip()}'")
+        systems.setdefault(system["content"][:cut + len(_DATE_MARK)], n)
+        users.setdefault(user["content"][:at + len(_USER_MARK)], n)
+    if not systems:
+        raise ValueError(f"{source}: no trajectories")
+    if len(systems) > 1 or len(users) > 1:
+        raise ValueError(f"{source}: the records use {len(systems)} system prompts and {len(users)} user templates "
+                         f"(first lines {sorted(systems.values())[:3]}, {sorted(users.values())[:3]}); expected one")
+    return PromptTemplate(next(iter(systems)), next(iter(users)))
+
+
+def _check_style(style: str | PromptTemplate) -> None:
+    if isinstance(style, PromptTemplate):
+        return
+    if style == "webdancer":
+        raise ValueError("prompt style 'webdancer' is read from the released trajectories: pass the PromptTemplate "
+                         "of webdancer_prompt(text) (wdlib.agent.resolve_prompt(cfg) reads agent.webdancer_prompt_file)")
     if style not in PROMPT_STYLES:
         raise ValueError(f"unknown prompt style {style!r}; known: {', '.join(PROMPT_STYLES)}")
 
 
-def system_prompt(date: str | None = None, style: str = "ours") -> str:
+def system_prompt(date: str | None = None, style: str | PromptTemplate = "ours") -> str:
     """`ours`: principles (persistence, verification, attention to detail) and today's date. `compact`: one
-    paragraph."""
+    paragraph. A PromptTemplate: its text and the date."""
     _check_style(style)
     if style == "compact":
         return COMPACT_SYSTEM
     date = date or datetime.date.today().isoformat()
+    if isinstance(style, PromptTemplate):
+        return style.system_before_date + date
     return (
         "You are a web research agent. You answer questions by searching the web and reading pages, and you keep "
         "going until you have found the information, however hard the question is.\n\n"
@@ -112,12 +170,14 @@ def system_prompt(date: str | None = None, style: str = "ours") -> str:
     )
 
 
-def user_prompt(question: str, style: str = "ours") -> str:
+def user_prompt(question: str, style: str | PromptTemplate = "ours") -> str:
     """`ours`: tool schemas inside <tools></tools>, the turn format, an example, then the question. `compact`: the
-    two tools in a line each, the call format, then the question."""
+    two tools in a line each, the call format, then the question. A PromptTemplate: its text and the question."""
     _check_style(style)
     if style == "compact":
         return COMPACT_TOOLS + question
+    if isinstance(style, PromptTemplate):
+        return style.user_before_question + question
     tools = ",\n".join(json.dumps(schema, indent=2, ensure_ascii=False) for schema in TOOL_SCHEMAS)
     return (
         "A conversation between User and Assistant. The user asks a question, and the assistant answers it by "
@@ -153,7 +213,7 @@ def tool_response(content: str) -> str:
     return f"<tool_response>\n{content}\n</tool_response>"
 
 
-def prompt_messages(question: str, date: str | None = None, style: str = "ours") -> Messages:
+def prompt_messages(question: str, date: str | None = None, style: str | PromptTemplate = "ours") -> Messages:
     """The conversation an episode starts from: the system prompt and the question, in prompt style `style`."""
     return [{"role": "system", "content": system_prompt(date, style)},
             {"role": "user", "content": user_prompt(question, style)}]

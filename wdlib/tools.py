@@ -11,10 +11,10 @@ Outputs follow WebDancer's released trajectories exactly (`wdlib.react.render_se
 never raises: a failure is an observation the agent can read. Search backends (`wdlib.search`): `local` (bm25s over
 the local web, in process, the same index the server's /search endpoint answers from) and `serpapi`. Visit fetches
 through the loopback mirror (local mode) or the live web (timeout, size cap, content-type check, no file:// and no
-private/loopback addresses), extracts the main text (trafilatura or newspaper3k), then picks goal-directed evidence
-(`wdlib.evidence`) with the summarizer model, or, without one or when it fails, extractively. With `web.snapshot`,
-live mode records every fetch, search and summarizer call into a WARC snapshot and `web.mode: replay` serves them from
-it, no network, no keys (`wdlib.snapshot`).
+private/loopback addresses), extracts the main text (trafilatura or newspaper3k; a PDF's text with pypdf, within the
+same byte cap and time limit), then picks goal-directed evidence (`wdlib.evidence`) with the summarizer model, or,
+without one or when it fails, extractively. With `web.snapshot`, live mode records every fetch, search and summarizer
+call into a WARC snapshot and `web.mode: replay` serves them from it, no network, no keys (`wdlib.snapshot`).
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ from urllib.parse import urljoin, urlsplit
 from wdlib.config import Config, WebParams
 from wdlib.evidence import (EXTRACTOR_PROMPT, NO_CONTENT_EVIDENCE, NO_CONTENT_SUMMARY, extractive_evidence,
                             parse_evidence_json)
+from wdlib.pdf import PDF_TYPES, is_pdf, pdf_text
 from wdlib.react import REQUIRED_ARGS, TOOL_NAMES, observation, render_search, render_visit
 from wdlib.search import LocalSearch, SearchError, SerpApiSearch
 from wdlib.sites import html_links, html_text, url_key, web_dir
@@ -55,6 +56,7 @@ class FetchedPage:
 
 
 _TEXT_TYPES = ("text/html", "application/xhtml+xml", "text/plain")
+_BINARY_TYPES = ("application/octet-stream", "binary/octet-stream")  # read only when the body is a PDF (%PDF-)
 _UA = "Mozilla/5.0 (compatible; wdlib-webdancer/0.1; research agent)"
 
 
@@ -94,6 +96,24 @@ def extract_text(html: str, url: str | None = None, extractor: str = "trafilatur
             fallback = ""
         text = fallback if len(fallback) > len(text) else text
     return text.strip()
+
+
+async def _pdf_page(url: str, status: int, content_type: str, body: bytes, *, truncated: bool, max_chars: int,
+                    timeout_s: float) -> FetchedPage:
+    """A fetched PDF as a page of text, within visit's limits: the bytes cap (a cut PDF usually cannot be read: its
+    index is at the end) and the time limit for extraction."""
+    import pypdf  # noqa: F401  (imported before the clock starts: the first import alone can take a second)
+
+    try:
+        text = await asyncio.wait_for(asyncio.to_thread(pdf_text, body, max_chars), timeout=timeout_s)
+    except asyncio.TimeoutError:
+        return FetchedPage(url=url, status=status, content_type=content_type, truncated=truncated,
+                           error=f"the PDF's text could not be extracted within {timeout_s:.0f} s")
+    except Exception as exc:
+        why = (f"the PDF is larger than the {len(body):,}-byte limit and cannot be read in part" if truncated
+               else f"the PDF could not be read ({type(exc).__name__}: {exc})")
+        return FetchedPage(url=url, status=status, content_type=content_type, truncated=truncated, error=why)
+    return FetchedPage(url=url, status=status, content_type=content_type, text=text, truncated=truncated)
 
 
 async def _public_address(host: str) -> str | None:
@@ -314,6 +334,9 @@ class Toolbox:
             return FetchedPage(url=url, status=r.status_code, content_type=content_type,
                                error=f"HTTP {r.status_code}: {url} is not in the local web (no such page)")
         canonical = r.headers.get("x-canonical-url", url)
+        if is_pdf(content_type, r.content):
+            return await _pdf_page(canonical, r.status_code, content_type, r.content, truncated=False,
+                                   max_chars=self.cfg.visit_max_page_chars, timeout_s=self.cfg.live_timeout_s)
         return await self._page(canonical, r.status_code, content_type, r.text,
                                 base=r.headers.get("content-location", canonical))
 
@@ -348,10 +371,10 @@ class Toolbox:
                     if r.status_code != 200:
                         return FetchedPage(url=url, status=r.status_code, content_type=content_type,
                                            error=f"HTTP {r.status_code} for {url}")
-                    if content_type.split(";")[0].strip().lower() not in _TEXT_TYPES:
+                    if content_type.split(";")[0].strip().lower() not in _TEXT_TYPES + PDF_TYPES + _BINARY_TYPES:
                         return FetchedPage(url=url, status=r.status_code, content_type=content_type,
                                            error=f"unsupported content type {content_type or 'unknown'!r} "
-                                                 f"(only HTML and plain text pages can be read)")
+                                                 f"(only HTML, plain text and PDF can be read)")
                     body, truncated = bytearray(), False
                     async for chunk in r.aiter_bytes():
                         body.extend(chunk)
@@ -359,6 +382,13 @@ class Toolbox:
                             del body[max_bytes:]
                             truncated = True
                             break
+                    if is_pdf(content_type, bytes(body[:5])):
+                        return await _pdf_page(url, r.status_code, content_type, bytes(body), truncated=truncated,
+                                               max_chars=self.cfg.visit_max_page_chars,
+                                               timeout_s=self.cfg.live_timeout_s)
+                    if content_type.split(";")[0].strip().lower() in _BINARY_TYPES:
+                        return FetchedPage(url=url, status=r.status_code, content_type=content_type,
+                                           error="a binary file that is not a PDF cannot be read")
                     charset = r.charset_encoding or "utf-8"
                     try:
                         html = body.decode(charset, errors="replace")

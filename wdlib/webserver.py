@@ -64,7 +64,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             return self._send(404, f"404 Not Found: {real} is not in the local web\n".encode(),
                               "text/plain; charset=utf-8")
         # Content-Location: the real URL the page's relative links resolve against.
-        self._send(200, self.web.html(page), "text/html; charset=utf-8",
+        # a page may carry its own type (a PDF document); the local web's pages are HTML
+        self._send(200, self.web.html(page), getattr(page, "content_type", None) or "text/html; charset=utf-8",
                    {"Content-Location": page.base_url or page.url, "X-Canonical-URL": page.url})
 
 

@@ -13,10 +13,10 @@ from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from wdlib.agent import run_many
+from wdlib.agent import resolve_prompt, run_many
 from wdlib.aio import run_sync
 from wdlib.config import Config
-from wdlib.react import prompt_messages
+from wdlib.react import PromptTemplate, prompt_messages
 from wdlib.rewards import format_score
 from wdlib.trajectory import QAPair, Trajectory, append_jsonl, load_qa, load_sample_qa
 
@@ -40,7 +40,7 @@ def load_questions(cfg: Config) -> list[QAPair]:
 
 
 
-def prompt_dataset(qa: list[QAPair], style: str = "ours"):
+def prompt_dataset(qa: list[QAPair], style: str | PromptTemplate = "ours"):
     """TRL dataset: `prompt` (the agent's system + user messages in prompt style `style`) plus `question`, `gold`,
     `qa_id` columns, which reach the reward functions as per-sample kwargs."""
     from datasets import Dataset
@@ -169,7 +169,8 @@ class AgentRollout:
 
     def __init__(self, cfg: Config, toolbox: Any, qa: list[QAPair], client_factory: Callable = policy_client):
         self.cfg, self.toolbox, self.client_factory = cfg, toolbox, client_factory
-        self.by_prompt = {prompt_messages(q.question, style=cfg.agent.prompt)[-1]["content"]: q for q in qa}
+        self.prompt = resolve_prompt(cfg)
+        self.by_prompt = {prompt_messages(q.question, style=self.prompt)[-1]["content"]: q for q in qa}
         self.last_trajectories: list[Trajectory] = []
         self.timings: dict[str, float] = {}
         self.log_path: Path | None = None  # set on the main process: a few rollouts per step go there
@@ -194,7 +195,7 @@ class AgentRollout:
         trajectories = run_sync(run_many(
             self.items(prompts), client, self.toolbox, concurrency=d.rollout_concurrency, progress=False,
             max_turns=d.max_turns, max_total_tokens=shortest + d.max_completion_length,
-            context_length=self.cfg.models.policy.context_length, sampling=sampling, prompt=self.cfg.agent.prompt))
+            context_length=self.cfg.models.policy.context_length, sampling=sampling, prompt=self.prompt))
         seen: dict[str, int] = {}
         for traj in trajectories:  # number the samples of each question (run_many saw them as separate items)
             traj.sample = seen[traj.qa_id] = seen.get(traj.qa_id, -1) + 1

@@ -6,33 +6,45 @@ Flow: `load_benchmarks(cfg)` → `eval_models(cfg)` → `run_evaluation(cfg, ben
 are `wdlib.plots.eval_scores` and `eval_behaviour`.
 
     benchmarks  loaders (GAIA, WebWalkerQA, the local-web set), levels, `eval.limit`
-    run         the agent k times per model and benchmark, judged, resumable
-    metrics     Pass@1 / Pass@k / Cons@k / all@k, behaviour, per level
-    report      summary.json, the paper's published rows, tables, drill-down pages, wandb
+    run         the agent k times per model and benchmark, judged (per-benchmark judge, audit judges), resumable
+    metrics     Pass@1 (mean and best run) / Pass@k / Cons@k with bootstrap CIs, the paired bootstrap, behaviour
+    audit       agreement between judges (Cohen's kappa) and the page of their disagreements
+    report      summary.json (its shape is documented there), stage gains, the paper's published rows, drill-down, wandb
+    tables      tables.md: metric tables with CIs in the paper's shape, groups, gains, judging
 
 Files under the run folder (`cfg.paths`): eval/<benchmark>/<model>/run<r>.jsonl (one Trajectory per question and run,
 plus {"eval": {...}} and its `judge`), eval/summary.json, eval/tables.md, eval/figures/. Levels: GAIA 1/2/3,
-WebWalkerQA easy/medium/hard, local web: the QA pair's difficulty (E2HQA hops) or type. "Avg." is over all questions
-(micro average), as in the paper's Table 1. This module only re-exports.
+WebWalkerQA easy/medium/hard (also by single- / multi-source), local web: the graded QA's level 1/2/3 when the
+pairs carry one, else E2HQA hops or the QA type. "Avg." is over all questions
+(micro average), as in the paper's Table 1; every metric carries a 95% bootstrap CI over questions. This module only
+re-exports.
 """
 
 from wdlib.evaluate.benchmarks import (BENCHMARKS, GAIA_LEVELS, WEBWALKERQA_LEVELS, Benchmark, BenchmarkError,
-                                       load_benchmark, load_benchmarks, load_gaia, load_local, load_webwalkerqa,
-                                       local_level, take_evenly)
-from wdlib.evaluate.metrics import (all_at_k, behaviour, cons_at_k, is_invalid, load_results, pass_at_1, pass_at_k,
-                                    run_accuracies, score, score_model)
-from wdlib.evaluate.report import (PUBLISHED, PUBLISHED_SOURCE, behaviour_markdown, figures_dir, log_to_wandb,
-                                   paper_table, summarize, table_markdown, write_drilldown, write_tables)
+                                       judge_mode, load_benchmark, load_benchmarks, load_gaia, load_local,
+                                       load_webwalkerqa, local_level, take_evenly)
+from wdlib.evaluate.audit import audit, cohen_kappa, write_audit_page
+from wdlib.evaluate.metrics import (all_at_k, as_array, behaviour, best_pass_at_1, bootstrap_ci, cons_at_k, is_invalid,
+                                    judging, load_results, paired_bootstrap, pass_at_1, pass_at_k, run_accuracies,
+                                    score, score_model, statistics)
+from wdlib.evaluate.report import (PUBLISHED, PUBLISHED_LABEL, PUBLISHED_SOURCE, figures_dir, log_to_wandb,
+                                   paper_table, stage_gains, summarize, write_drilldown)
 from wdlib.evaluate.run import eval_models, evaluate_model, run_evaluation, verdict
+from wdlib.evaluate.tables import (behaviour_markdown, fmt_ci, gains_markdown, groups_markdown, judging_markdown,
+                                   metric_titles, table_markdown, write_tables)
 from wdlib.labels import metric_names, model_title, published_backbone
 
 __all__ = [
     "BENCHMARKS", "GAIA_LEVELS", "WEBWALKERQA_LEVELS", "Benchmark", "BenchmarkError", "load_benchmark",
     "load_benchmarks", "load_gaia", "load_local", "load_webwalkerqa", "local_level", "take_evenly",
-    "all_at_k", "behaviour", "cons_at_k", "is_invalid", "load_results", "pass_at_1", "pass_at_k", "run_accuracies",
-    "score", "score_model",
-    "PUBLISHED", "PUBLISHED_SOURCE", "behaviour_markdown", "figures_dir", "log_to_wandb", "paper_table", "summarize",
-    "table_markdown", "write_drilldown", "write_tables",
-    "eval_models", "evaluate_model", "run_evaluation", "verdict",
+    "audit", "cohen_kappa", "write_audit_page",
+    "all_at_k", "as_array", "behaviour", "best_pass_at_1", "bootstrap_ci", "cons_at_k", "is_invalid", "judging",
+    "load_results", "paired_bootstrap", "pass_at_1", "pass_at_k", "run_accuracies", "score", "score_model",
+    "statistics",
+    "PUBLISHED", "PUBLISHED_LABEL", "PUBLISHED_SOURCE", "figures_dir", "log_to_wandb", "paper_table", "stage_gains",
+    "summarize", "write_drilldown",
+    "eval_models", "evaluate_model", "judge_mode", "run_evaluation", "verdict",
+    "behaviour_markdown", "fmt_ci", "gains_markdown", "groups_markdown", "judging_markdown", "metric_titles",
+    "table_markdown", "write_tables",
     "metric_names", "model_title", "published_backbone",
 ]

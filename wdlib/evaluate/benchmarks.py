@@ -35,6 +35,7 @@ class Benchmark:
     items: list[QAPair]  # difficulty holds the level as a string
     levels: list[str]  # column order for tables
     note: str = ""  # e.g. "fallback: ..." when the local set is not the run's own
+    group_by: str | None = None  # a QAPair field to break results down by (WebWalkerQA: type, single/multi-source)
 
     def level_counts(self) -> dict[str, int]:
         counts = {level: 0 for level in self.levels}
@@ -184,7 +185,11 @@ def load_webwalkerqa(path: str | Path | None = None) -> list[QAPair]:
 
 # ------------------------------------------------------------------ local web
 def local_level(qa: QAPair) -> str:
-    """The local set's level: E2HQA hop count ("2 hops") when known, else the QA type (COUNT, MULTI-HOP...)."""
+    """The local set's level: the graded QA's level ("1", "2", "3", shown as Level 1/2/3) when the pair carries one
+    (`provenance["level"]`, or a `level` key in its JSONL record), else the E2HQA hop count ("2 hops"), else the QA
+    type (COUNT, MULTI-HOP...)."""
+    if qa.provenance.get("level") not in (None, ""):
+        return str(qa.provenance["level"]).strip()
     if isinstance(qa.difficulty, int) or (isinstance(qa.difficulty, str) and qa.difficulty.isdigit()):
         hops = int(qa.difficulty)
         return f"{hops} hop" + ("s" if hops != 1 else "")
@@ -201,6 +206,9 @@ def load_local(cfg: Config) -> tuple[list[QAPair], str]:
     rows = list(read_jsonl(path))
     if rows:
         items = [QAPair.from_dict(r) for r in rows]
+        for qa, row in zip(items, rows):
+            if row.get("level") not in (None, "") and "level" not in qa.provenance:
+                qa.provenance = {**qa.provenance, "level": row["level"]}
         note = ""
     else:
         fallback = cfg.resolve_path(SAMPLE_QA)
@@ -237,7 +245,7 @@ def take_evenly(items: Sequence[QAPair], limit: int | None, levels: Sequence[str
 
 def load_benchmark(name: str, cfg: Config) -> Benchmark:
     ecfg = cfg.eval
-    note = ""
+    note, group_by = "", None
     if name == "gaia":
         task_ids = cfg.resolve_path(ecfg.gaia_task_ids) if ecfg.gaia_task_ids else None
         items = load_gaia(cfg.resolve_path(ecfg.gaia_path), text_only=ecfg.gaia_text_only, task_ids=task_ids)
@@ -248,6 +256,7 @@ def load_benchmark(name: str, cfg: Config) -> Benchmark:
     elif name == "webwalkerqa":
         items = load_webwalkerqa(cfg.resolve_path(ecfg.webwalkerqa_path))
         levels = list(WEBWALKERQA_LEVELS)
+        group_by = "type"  # single_source / multi_source, as WebWalkerQA's own evaluation reports
     elif name == "local":
         items, note = load_local(cfg)
         levels = sorted({str(qa.difficulty) for qa in items})
@@ -256,7 +265,12 @@ def load_benchmark(name: str, cfg: Config) -> Benchmark:
     items = take_evenly(items, ecfg.limit, levels)
     present = {str(qa.difficulty) for qa in items}
     levels = [lv for lv in levels if lv in present] + sorted(present - set(levels))
-    return Benchmark(name, items, levels, note)
+    return Benchmark(name, items, levels, note, group_by)
+
+
+def judge_mode(cfg: Config, benchmark: str) -> str:
+    """The judge mode of a benchmark: `eval.judge[benchmark]`, else `judge.mode`."""
+    return cfg.eval.judge.get(benchmark, cfg.judge.mode)
 
 
 def load_benchmarks(cfg: Config) -> tuple[dict[str, Benchmark], dict[str, str]]:

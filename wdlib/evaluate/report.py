@@ -1,6 +1,35 @@
-"""Evaluation report: `summarize` (every metric in one dict, `eval/summary.json`, with the paper's published rows),
-tables in the paper's shape (`paper_table`, `write_tables` → `eval/tables.md`), the per-question drill-down page
-linked to the trajectory viewer, and the wandb log.
+"""Evaluation report: `summarize` (every metric with its 95% CI in one dict, written to `eval/summary.json`), the
+gains of each training stage over the previous one (paired bootstrap), the paper's published rows, the per-question
+drill-down page linked to the trajectory viewer, and the wandb log. The Markdown tables are `wdlib.evaluate.tables`.
+
+The shape of `eval/summary.json` (what the tables, the figures and notebooks read):
+
+    {"run", "params", "k", "created",
+     "judge": {"modes": {benchmark: mode}, "model": judge model or null, "audit": [audit judge names]},
+     "bootstrap": {"samples", "confidence", "seed"},
+     "sampling": {"temperature", "top_p", "max_turns"},
+     "models": {label: {"name", "backend", "title", "backbone"}},
+     "benchmarks": {benchmark: {
+         "levels": [level, ...], "counts": {level: n}, "note": str, "group_by": field or null,
+         "results": {label: {
+             "levels": {level: CELL}, "avg": CELL, "groups": {group: CELL},   # groups: WebWalkerQA single/multi-source
+             "behaviour": {"trajectories", "invalid_rate", "avg_turns", "avg_tool_calls", ...},
+             "judging": {"methods": {method: n}, "unparsed", "errors", "models", "prompt_versions"},
+             "coverage": {"done", "expected", "judged"}}}}},
+     "gains": {benchmark: [{"from": label, "to": label, "n": questions both completed,
+                            "metrics": {metric: {level | "avg": {"diff", "ci": [lo, hi], "p", "n"}}}}]},
+     "judge_audit": {benchmark: {"judges", "modes", "pairs": [{"a", "b", "n", "agreement", "kappa",
+                                                                "disagreements"}]}},   # only with eval.judges
+     "skipped": {what: why},
+     "published": {"source", "pass@1": {"backbone | framework": {benchmark: {level | "avg": %}}}}}
+
+    CELL = {"n", "pass@1", "best_pass@1", "pass@<k>", "cons@<k>", "all@k", "per_run_pass@1": [...],
+            "ci": {"pass@1": [lo, hi], "best_pass@1": [...], "pass@<k>": [...], "cons@<k>": [...]}}
+
+Scores are fractions in [0, 1] (tables show %); "avg" is over all questions (micro average, as the paper's Table 1);
+NaN is written as null. Gains compare consecutive stages among base → sft → dapo (or whichever of them were
+evaluated) on the questions both completed in every run, by `wdlib.evaluate.metrics.paired_bootstrap`: diff = later −
+earlier.
 """
 
 from __future__ import annotations
@@ -14,29 +43,38 @@ from pathlib import Path
 from typing import Any
 
 from wdlib.config import Config, ModelSpec
-from wdlib.evaluate.benchmarks import Benchmark
-from wdlib.evaluate.metrics import correct, load_results, score_model
-from wdlib.labels import BENCHMARK_TITLES, LEVEL_TITLES, STAGES, metric_names, model_title
+from wdlib.evaluate.audit import audit, write_audit_page
+from wdlib.evaluate.benchmarks import Benchmark, judge_mode
+from wdlib.evaluate.metrics import CONFIDENCE, correct, load_results, paired_bootstrap, score_model, verdict_rows
+from wdlib.labels import BENCHMARK_TITLES, LEVEL_TITLES, STAGES, model_title
 from wdlib.trajectory import read_jsonl
 from wdlib.viewer import write_html
 
 log = logging.getLogger(__name__)
+GAIN_METRICS = ("pass@1", "best_pass@1", "pass@k")  # cons@k equals pass@1 on questions with every run done
 
 
 def summarize(cfg: Config, benchmarks: dict[str, Benchmark], models: dict[str, ModelSpec],
               skipped: dict[str, str] | None = None, write: bool = True) -> dict[str, Any]:
-    """All metrics in one dict; written to eval/summary.json."""
+    """All metrics with their CIs, the stage gains and the judge audit in one dict (shape: the module docstring);
+    written to eval/summary.json (and, with `eval.judges`, the disagreements to eval/figures/judge_audit.html)."""
+    samples, k = cfg.eval.bootstrap_samples, cfg.eval.runs
     summary = {
-        "run": cfg.run.name, "params": cfg.source, "k": cfg.eval.runs, "judge": cfg.judge.mode,
+        "run": cfg.run.name, "params": cfg.source, "k": k, "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "judge": {"modes": {name: judge_mode(cfg, name) for name in benchmarks},
+                  "model": cfg.models.judge.name if cfg.models.judge else None,
+                  "audit": [j.name for j in cfg.eval.judges]},
+        "bootstrap": {"samples": samples, "confidence": CONFIDENCE, "seed": cfg.run.seed},
         "sampling": {"temperature": cfg.eval.temperature, "top_p": cfg.eval.top_p, "max_turns": cfg.eval.max_turns},
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
         "models": {label: {"name": spec.name, "backend": spec.backend, "title": model_title(label),
                            # a checkpoint's backbone is the policy it was trained from
                            "backbone": cfg.models.policy.name if label in STAGES else spec.name}
                    for label, spec in models.items()},
-        "benchmarks": {name: {"levels": b.levels, "counts": b.level_counts(), "note": b.note,
-                              "results": {label: score_model(cfg, b, label) for label in models}}
+        "benchmarks": {name: {"levels": b.levels, "counts": b.level_counts(), "note": b.note, "group_by": b.group_by,
+                              "results": {label: score_model(cfg, b, label, samples=samples) for label in models}}
                        for name, b in benchmarks.items()},
+        "gains": {name: stage_gains(cfg, b, list(models), samples=samples) for name, b in benchmarks.items()},
+        "judge_audit": audit(cfg, benchmarks, models),
         "skipped": dict(skipped or {}),
         "published": {"source": PUBLISHED_SOURCE, "pass@1": {f"{b} | {f}": v for (b, f), v in PUBLISHED.items()}},
     }
@@ -44,7 +82,31 @@ def summarize(cfg: Config, benchmarks: dict[str, Benchmark], models: dict[str, M
         path = cfg.paths.eval_summary
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(_clean(summary), indent=2, ensure_ascii=False))
+        if cfg.eval.judges:  # the answers the judges disagree on
+            write_audit_page(cfg, benchmarks, models, cfg.paths.eval_figures)
     return summary
+
+
+def stage_gains(cfg: Config, benchmark: Benchmark, labels: list[str], *, samples: int) -> list[dict[str, Any]]:
+    """The paired bootstrap of each evaluated stage over the previous one (base → sft → dapo), per level and over all
+    questions, on the questions both models completed in every run."""
+    k = cfg.eval.runs
+    stages = [s for s in STAGES if s in labels]
+    out = []
+    for before, after in zip(stages, stages[1:]):
+        res = {label: load_results(cfg, benchmark, label) for label in (before, after)}
+        both = [qa for qa in benchmark.items if all(r is not None for label in res for r in res[label][qa.id])]
+        cells = {"avg": [qa.id for qa in both]}
+        for qa in both:
+            cells.setdefault(str(qa.difficulty), []).append(qa.id)
+        metrics = {}
+        for metric in GAIN_METRICS:
+            name = f"pass@{k}" if metric == "pass@k" else metric
+            metrics[name] = {cell: paired_bootstrap(verdict_rows(res[before], ids), verdict_rows(res[after], ids), k,
+                                                    name, samples=samples, seed=cfg.run.seed)
+                             for cell, ids in cells.items()}
+        out.append({"from": before, "to": after, "n": len(both), "metrics": metrics})
+    return out
 
 
 def _clean(obj: Any) -> Any:
@@ -53,15 +115,16 @@ def _clean(obj: Any) -> Any:
         return None
     if isinstance(obj, dict):
         return {k: _clean(v) for k, v in obj.items()}
-    if isinstance(obj, list):
+    if isinstance(obj, (list, tuple)):
         return [_clean(v) for v in obj]
     return obj
 
 
-
 # ================================================================== published numbers
-PUBLISHED_SOURCE = ("WebDancer (arXiv 2505.22648v3), Table 1: Pass@1 (%), LLM-as-judge, GAIA 103 text-only "
-                    "validation questions, WebWalkerQA 680 test questions. Published figures, not measured here.")
+PUBLISHED_SOURCE = ("WebDancer (arXiv 2505.22648v3), Table 1: Pass@1 (%), LLM-as-judge (Qwen2.5-72B-Instruct, "
+                    "WebThinker's equivalence prompt, per the authors' code), GAIA 103 text-only validation questions, "
+                    "WebWalkerQA 680 test questions. The paper does not say whether its Pass@1 is the mean or the best "
+                    "of its 3 runs (the authors' evaluation script prints both). Published figures, not measured here.")
 # The paper's Table 1 as printed: backbone, framework, GAIA Level 1 / 2 / 3 / Avg., WebWalkerQA Easy / Medium / Hard /
 # Avg. (Pass@1, %).
 _TABLE_1 = [
@@ -80,15 +143,15 @@ PUBLISHED: dict[tuple[str, str], dict[str, dict[str, float]]] = {
     for backbone, framework, *scores in _TABLE_1}
 
 
-# ================================================================== tables
-def _fmt(value: float | None) -> str:
-    return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.1f}"
+# ================================================================== the summary as a DataFrame
+PUBLISHED_LABEL = "published (paper, Table 1 Pass@1)"
 
 
 def paper_table(summary: dict[str, Any], metric: str = "pass@1", published: bool = True):
     """A DataFrame in the shape of the paper's Table 1: rows (Backbone, Framework, Source), columns per benchmark
-    (GAIA Level 1/2/3/Avg., WebWalkerQA Easy/Medium/Hard/Avg., Local web <levels>/Avg.); values in %.
-    Published rows (Pass@1 only) are labelled `published (paper)`."""
+    (GAIA Level 1/2/3/Avg., WebWalkerQA Easy/Medium/Hard/Avg., Local web <levels>/Avg.); values in %. The paper's
+    Table 1 rows join the Pass@1 tables (mean and best of the runs: the paper does not say which it printed),
+    labelled `PUBLISHED_LABEL`."""
     import pandas as pd
 
     k = summary["k"]
@@ -102,65 +165,24 @@ def paper_table(summary: dict[str, Any], metric: str = "pass@1", published: bool
     for label, info in summary["models"].items():
         values = []
         for name, lv in level_keys:
-            res = summary["benchmarks"][name]["results"].get(label, {})
-            cell = res.get("avg") if lv == "avg" else res.get("levels", {}).get(lv)
-            v = (cell or {}).get(metric)
+            v = (cell(summary, name, label, lv) or {}).get(metric)
             values.append(None if v is None or (isinstance(v, float) and math.isnan(v)) else 100 * v)
         rows.append(values)
         index.append((info.get("backbone", info["name"]), info["title"], f"this run (k={k})"))
-    if published and metric == "pass@1":
+    if published and metric in ("pass@1", "best_pass@1"):
         for (backbone, framework), by_bench in PUBLISHED.items():
             values = [by_bench.get(name, {}).get(lv) for name, lv in level_keys]
             if any(v is not None for v in values):
                 rows.append(values)
-                index.append((backbone, framework, "published (paper)"))
+                index.append((backbone, framework, PUBLISHED_LABEL))
     return pd.DataFrame(rows, index=pd.MultiIndex.from_tuples(index, names=["Backbone", "Framework", "Source"]),
                         columns=pd.MultiIndex.from_tuples(columns), dtype=float)
 
 
-def table_markdown(df, title: str = "") -> str:
-    """A Markdown rendering of `paper_table` (no extra dependency)."""
-    heads = ["Backbone", "Framework", "Source"] + [f"{b} {lv}" for b, lv in df.columns]
-    lines = ([f"**{title}**", ""] if title else []) + ["| " + " | ".join(heads) + " |",
-                                                      "|" + "---|" * 3 + "---:|" * len(df.columns)]
-    for idx, row in zip(df.index, df.itertuples(index=False)):
-        lines.append("| " + " | ".join(list(idx) + [_fmt(v) for v in row]) + " |")
-    return "\n".join(lines) + "\n"
-
-
-def write_tables(cfg: Config, summary: dict[str, Any]) -> Path:
-    """eval/tables.md: Pass@1 (with published rows), Pass@k, Cons@k and behaviour per benchmark."""
-    k = summary["k"]
-    parts = [f"# Evaluation of run `{summary['run']}` ({summary['params']}; judge: {summary['judge']}; k={k})\n"]
-    for metric in metric_names(k):
-        parts.append(table_markdown(paper_table(summary, metric), title=metric.replace("pass", "Pass")
-                                    .replace("cons", "Cons")))
-    parts.append("**Behaviour** (per trajectory)\n\n" + behaviour_markdown(summary))
-    if any(b["note"] for b in summary["benchmarks"].values()) or summary["skipped"]:
-        parts.append("**Notes**\n\n" + "\n".join(
-            [f"- {n}: {b['note']}" for n, b in summary["benchmarks"].items() if b["note"]] +
-            [f"- skipped {n}: {why}" for n, why in summary["skipped"].items()]) + "\n")
-    parts.append(f"_{PUBLISHED_SOURCE}_\n")
-    path = cfg.paths.eval_tables
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("\n".join(parts))
-    return path
-
-
-def behaviour_markdown(summary: dict[str, Any]) -> str:
-    lines = ["| Benchmark | Model | trajectories | invalid % | turns | tool calls | search | visit | coverage |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
-    for name, bench in summary["benchmarks"].items():
-        for label, res in bench["results"].items():
-            b, cov = res["behaviour"], res["coverage"]
-            if not b.get("trajectories"):
-                lines.append(f"| {BENCHMARK_TITLES.get(name, name)} | {model_title(label)} | 0 | - | - | - | - | - | "
-                             f"0/{cov['expected']} |")
-                continue
-            lines.append(f"| {BENCHMARK_TITLES.get(name, name)} | {model_title(label)} | {b['trajectories']} | "
-                         f"{100 * b['invalid_rate']:.1f} | {b['avg_turns']:.2f} | {b['avg_tool_calls']:.2f} | "
-                         f"{b['avg_search_calls']:.2f} | {b['avg_visit_calls']:.2f} | {cov['done']}/{cov['expected']} |")
-    return "\n".join(lines) + "\n"
+def cell(summary: dict[str, Any], benchmark: str, label: str, level: str) -> dict[str, Any] | None:
+    """One model's metrics on one level ("avg": all questions) of a benchmark, from a summary."""
+    res = summary["benchmarks"][benchmark]["results"].get(label, {})
+    return res.get("avg") if level == "avg" else res.get("levels", {}).get(level)
 
 
 # ================================================================== figures

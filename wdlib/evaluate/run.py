@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from wdlib.config import Config, ModelSpec
-from wdlib.evaluate.benchmarks import Benchmark
+from wdlib.evaluate.benchmarks import Benchmark, judge_mode
 from wdlib.labels import STAGES
 from wdlib.trajectory import QAPair, append_jsonl, done_ids, read_jsonl, write_jsonl
 
@@ -53,38 +53,64 @@ def _safe_label(label: str) -> str:
     return re.sub(r"[^A-Za-z0-9._+-]+", "_", label).strip("_") or "model"
 
 
-# ================================================================== runs
+# ================================================================== judging
 async def verdict(benchmark: str, qa: QAPair, prediction: str | None, cfg: Config,
-                  judge_client: Any = None) -> dict[str, Any]:
-    """Judge one answer per params: GAIA under `judge.mode: rules` uses the official GAIA scorer alone; everything
-    else goes through `wdlib.judge.judge_answer` (LLM judge, or rules = GAIA match or F1 ≥ threshold)."""
+                  judge_client: Any = None, mode: str | None = None) -> dict[str, Any]:
+    """Judge one answer per params (`judge_mode`, or `mode`): GAIA under `rules` uses the official GAIA scorer alone;
+    everything else goes through `wdlib.judge.judge_answer` (rules, the graded LLM judge, or the equivalence judge)."""
     from wdlib.judge import gaia_match, judge_answer
 
-    if benchmark == "gaia" and cfg.judge.mode == "rules":
+    mode = mode or judge_mode(cfg, benchmark)
+    if benchmark == "gaia" and mode == "rules":
         if prediction is None or not str(prediction).strip():
-            return {"correct": False, "method": "no-answer", "raw": None}
-        return {"correct": gaia_match(prediction, qa.answer), "method": "gaia-scorer", "raw": None}
-    return await judge_answer(qa.question, qa.answer, prediction, cfg, judge_client)
+            return {"correct": False, "method": "no-answer", "mode": mode, "raw": None}
+        return {"correct": gaia_match(prediction, qa.answer), "method": "gaia-scorer", "mode": mode, "raw": None}
+    return await judge_answer(qa.question, qa.answer, prediction, cfg, judge_client, mode=mode)
 
 
-async def _judge_pending(path: Path, benchmark: str, by_id: dict[str, QAPair], cfg: Config, judge_client: Any) -> int:
-    """Re-judge saved trajectories whose verdict is missing (the judge was down): no agent re-run needed."""
+async def _safe(coro) -> dict[str, Any]:
+    try:
+        return await coro
+    except Exception as exc:  # the judge endpoint down after retries: keep the trajectory, retry the verdict later
+        return {"correct": None, "method": "error", "raw": f"{type(exc).__name__}: {exc}"}
+
+
+async def judge_record(record: dict, benchmark: str, qa: QAPair, cfg: Config, judge_client: Any,
+                       audit_clients: dict[str, Any]) -> bool:
+    """Fill in what a record lacks: the scoring verdict (`judge`, when missing or without a verdict) and each audit
+    judge's (`judges[name]`, `eval.judges`). Returns whether anything was asked."""
+    asked = False
+    if (record.get("judge") or {}).get("correct") is None:
+        record["judge"] = await _safe(verdict(benchmark, qa, record.get("prediction"), cfg, judge_client))
+        asked = True
+    audits = record.setdefault("judges", {})
+    for spec in cfg.eval.judges:
+        if (audits.get(spec.name) or {}).get("correct") is None:
+            audits[spec.name] = await _safe(verdict(benchmark, qa, record.get("prediction"), cfg,
+                                                    audit_clients.get(spec.name), mode=spec.mode))
+            asked = True
+    if not audits:
+        record.pop("judges")
+    return asked
+
+
+async def _judge_pending(path: Path, benchmark: str, by_id: dict[str, QAPair], cfg: Config, judge_client: Any,
+                         audit_clients: dict[str, Any]) -> int:
+    """Judge again saved trajectories whose verdicts are missing (the judge was down, its reply unreadable, an audit
+    judge added since): no agent re-run needed."""
     records = list(read_jsonl(path))
-    pending = [r for r in records if r.get("judge", {}).get("correct") is None and r.get("qa_id") in by_id]
-    if not pending:
-        return 0
-    for r in pending:
-        try:
-            r["judge"] = await verdict(benchmark, by_id[r["qa_id"]], r.get("prediction"), cfg, judge_client)
-        except Exception as exc:
-            r["judge"] = {"correct": None, "method": "error", "raw": f"{type(exc).__name__}: {exc}"}
-    write_jsonl(path, records)
-    return len(pending)
+    asked = 0
+    for record in records:
+        if record.get("qa_id") in by_id:
+            asked += await judge_record(record, benchmark, by_id[record["qa_id"]], cfg, judge_client, audit_clients)
+    if asked:
+        write_jsonl(path, records)
+    return asked
 
 
 async def evaluate_model(label: str, client: Any, toolbox: Any, benchmark: Benchmark, cfg: Config, *,
                          judge_client: Any = None, context_length: int | None = None,
-                         progress: bool = True) -> dict[str, int]:
+                         progress: bool = True, audit_clients: dict[str, Any] | None = None) -> dict[str, int]:
     """Run the agent k times (eval.runs) over the benchmark with one model; resumable per run file.
 
     The k runs are independent samples, so all (question, run) pairs go out together, `eval.concurrency` at a time
@@ -94,20 +120,22 @@ async def evaluate_model(label: str, client: Any, toolbox: Any, benchmark: Bench
     """
     from tqdm.auto import tqdm
 
-    from wdlib.agent import run_agent
+    from wdlib.agent import resolve_prompt, run_agent
 
     ecfg = cfg.eval
+    prompt = resolve_prompt(cfg)
     by_id = {qa.id: qa for qa in benchmark.items}
     sampling = {"temperature": ecfg.temperature, "top_p": ecfg.top_p}
     if ecfg.repetition_penalty != 1.0:  # sent only when set: not every endpoint accepts the parameter
         sampling["repetition_penalty"] = ecfg.repetition_penalty
+    audit_clients = audit_clients or {}
     context_length = context_length or cfg.models.policy.context_length  # of the model evaluated (its spec)
     max_total_tokens = ecfg.max_total_tokens or context_length
     counts = {"new": 0, "skipped": 0, "failed": 0, "rejudged": 0}
     jobs: list[tuple[QAPair, int]] = []
     for run in range(ecfg.runs):
         path = cfg.paths.eval_run(benchmark.name, label, run)
-        counts["rejudged"] += await _judge_pending(path, benchmark.name, by_id, cfg, judge_client)
+        counts["rejudged"] += await _judge_pending(path, benchmark.name, by_id, cfg, judge_client, audit_clients)
         done = done_ids(path, "qa_id")
         jobs += [(qa, run) for qa in benchmark.items if qa.id not in done]
     counts["skipped"] = len(benchmark.items) * ecfg.runs - len(jobs)
@@ -122,7 +150,7 @@ async def evaluate_model(label: str, client: Any, toolbox: Any, benchmark: Bench
                 traj = await run_agent(qa.question, client, toolbox, gold=qa.answer, qa_id=qa.id,
                                        max_turns=ecfg.max_turns, max_total_tokens=max_total_tokens,
                                        context_length=context_length, sampling=sampling, sample=run,
-                                       prompt=cfg.agent.prompt)
+                                       prompt=prompt)
             except Exception as exc:  # the agent should not raise; if it does, retry on the next call
                 log.warning("%s/%s run %d: %s failed: %s: %s", benchmark.name, label, run, qa.id,
                             type(exc).__name__, exc)
@@ -130,11 +158,8 @@ async def evaluate_model(label: str, client: Any, toolbox: Any, benchmark: Bench
                 return
             finally:
                 bar.update(1)
-        try:
-            traj.judge = await verdict(benchmark.name, qa, traj.prediction, cfg, judge_client)
-        except Exception as exc:  # keep the trajectory; _judge_pending retries the verdict later
-            traj.judge = {"correct": None, "method": "error", "raw": f"{type(exc).__name__}: {exc}"}
         record = traj.to_dict()
+        await judge_record(record, benchmark.name, qa, cfg, judge_client, audit_clients)
         record["eval"] = {"benchmark": benchmark.name, "model": label, "run": run, "level": str(qa.difficulty)}
         append_jsonl(cfg.paths.eval_run(benchmark.name, label, run), [record])
         counts["new"] += 1
@@ -185,15 +210,23 @@ async def _evaluate_all(cfg: Config, benchmarks: dict[str, Benchmark], models: d
     from wdlib.tools import Toolbox
 
     report: dict[str, dict[str, dict[str, int]]] = {}
+    modes = {judge_mode(cfg, name) for name in benchmarks}
+    judge_client = llm.make_client(cfg.models.judge) if modes - {"rules"} and cfg.models.judge else None
+    audit_clients = {j.name: llm.make_client(j.model or cfg.models.judge) for j in cfg.eval.judges
+                     if j.mode != "rules" and (j.model or cfg.models.judge)}
     todo = {}
     for label, spec in models.items():
-        if _runs_complete(cfg, benchmarks, label):  # resume without loading the model
-            report[label] = {b: {"new": 0, "skipped": len(bm.items) * cfg.eval.runs} for b, bm in benchmarks.items()}
+        if _runs_complete(cfg, benchmarks, label):  # resume without loading the model; verdicts still completed
+            report[label] = {}
+            for name, bench in benchmarks.items():
+                by_id = {qa.id: qa for qa in bench.items}
+                rejudged = sum([await _judge_pending(cfg.paths.eval_run(name, label, run), name, by_id, cfg,
+                                                     judge_client, audit_clients) for run in range(cfg.eval.runs)])
+                report[label][name] = {"new": 0, "skipped": len(bench.items) * cfg.eval.runs, "rejudged": rejudged}
         else:
             todo[label] = spec
     if not todo:
         return report
-    judge_client = (llm.make_client(cfg.models.judge) if cfg.judge.mode == "llm" and cfg.models.judge else None)
     with Toolbox.from_config(cfg) as toolbox:
         for label, spec in todo.items():
             t0 = time.time()
@@ -202,7 +235,7 @@ async def _evaluate_all(cfg: Config, benchmarks: dict[str, Benchmark], models: d
                 report[label] = {}
                 for name, bench in benchmarks.items():
                     report[label][name] = await evaluate_model(label, client, toolbox, bench, cfg,
-                                                               judge_client=judge_client,
+                                                               judge_client=judge_client, audit_clients=audit_clients,
                                                                context_length=spec.context_length, progress=progress)
             finally:
                 await _close(client)

@@ -23,8 +23,9 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+from wdlib.agent import resolve_prompt
 from wdlib.config import Config
-from wdlib.react import prompt_messages
+from wdlib.react import PromptTemplate, prompt_messages
 from wdlib.trajectory import Trajectory, load_trajectories, load_webdancer
 
 TRUNCATION_MARK = "\n[... observation truncated to fit the training length]"
@@ -58,7 +59,8 @@ def to_conversation(traj: Trajectory) -> list[dict[str, str]] | None:
     return messages if any(m["role"] == "assistant" for m in messages) else None
 
 
-def reprompt(conv: list[dict[str, str]], question: str, style: str = "ours") -> list[dict[str, str]]:
+def reprompt(conv: list[dict[str, str]], question: str,
+             style: str | PromptTemplate = "ours") -> list[dict[str, str]]:
     """The conversation under the prompts our agent uses at inference (`wdlib.react.prompt_messages`,
     same tool schemas as WebDancer's), so the policy learns the format under the prompt it will be run with. The
     original date line is kept, so the text does not change from day to day."""
@@ -71,6 +73,7 @@ def load_conversations(cfg: Config) -> tuple[list[list[dict[str, str]]], dict[st
     """All conversations to train on and a summary of where they came from (and what was skipped, and why)."""
     stats: dict[str, Any] = {"sources": {}, "skipped": Counter(), "messages": []}
     conversations = []
+    prompt = resolve_prompt(cfg)
 
     def add(trajs: list[Trajectory], source: str, rewrite_prompt: bool = False):
         n = 0
@@ -83,7 +86,7 @@ def load_conversations(cfg: Config) -> tuple[list[list[dict[str, str]]], dict[st
                 stats["skipped"]["no_assistant_turn"] += 1
                 continue
             if rewrite_prompt:
-                conv = reprompt(conv, t.question, cfg.agent.prompt)
+                conv = reprompt(conv, t.question, prompt)
             conversations.append(conv)
             n += 1
         stats["sources"][source] = n

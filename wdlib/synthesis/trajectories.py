@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from wdlib.agent import run_many
+from wdlib.agent import resolve_prompt, run_many
 from wdlib.config import Config
 from wdlib.synthesis.filters import arun_funnel
 from wdlib.trajectory import QAPair, Trajectory, append_jsonl, load_trajectories, trajectory_id, write_jsonl
@@ -36,7 +36,7 @@ async def sample_trajectories(qa: list[QAPair], client: Any, toolbox: Any, cfg: 
     on_disk = {tr.id: tr for tr in load_trajectories(path)}  # ours and, possibly, other runs' (kept as they are)
     agent_kwargs = dict(max_turns=t.max_turns, max_total_tokens=t.max_total_tokens,
                         context_length=cfg.models.teacher.context_length,
-                        sampling={"temperature": t.temperature, "top_p": t.top_p}, prompt=cfg.agent.prompt)
+                        sampling={"temperature": t.temperature, "top_p": t.top_p}, prompt=resolve_prompt(cfg))
 
     async def judge_pending() -> None:
         pending = [tr for tr in on_disk.values() if tr.qa_id in wanted and "kept" not in (tr.filters or {})]
