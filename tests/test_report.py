@@ -278,6 +278,26 @@ def test_bad_input_ends_in_a_report_that_says_what_is_missing(cfg, toolbox, tmp_
     assert "What is missing" in report.html.read_text()
 
 
+def test_research_starts_from_the_params_prompt(cfg, toolbox, tmp_path):
+    from wdlib.agent import resolve_prompt
+    from wdlib.report import ReportError
+
+    cfg.agent.prompt = "webdancer"  # the authors' prompt, read from their released trajectories
+    systems = []
+    handler = scripted(good_writer)
+
+    def spy(body):
+        systems.append(body["messages"][0]["content"])
+        return handler(body)
+
+    with LoopbackOpenAI(spy) as server:
+        report = _reports(cfg, server, [TOPIC], tmp_path, toolbox=toolbox)[0]
+    assert not report.problems and systems[0].startswith(resolve_prompt(cfg).system_before_date)
+    cfg.agent.webdancer_prompt_file = str(tmp_path / "missing.jsonl")
+    with pytest.raises(ReportError, match="webdancer_prompt_file"):
+        write_reports(cfg, [TOPIC], out=tmp_path / "m", progress=False, toolbox=toolbox)
+
+
 def test_several_topics_go_to_the_run_folder(cfg, toolbox, tmp_path):
     with LoopbackOpenAI(scripted(good_writer)) as server:
         reports = _reports(cfg, server, [TOPIC, "os.path.join"], tmp_path, toolbox=toolbox)

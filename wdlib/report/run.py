@@ -99,7 +99,7 @@ async def make_report(topic: str, cfg: Config, out_dir: Path, *, client: Any, to
                       context_length: int | None = None) -> Report:
     """Research `topic`, write, check and save one report into `out_dir`. Never raises for bad input or a failing
     model or tool: what went wrong is in `Report.problems` (and in the page)."""
-    from wdlib.agent import run_agent
+    from wdlib.agent import resolve_prompt, run_agent
 
     rp, t0 = cfg.report, time.time()
     topic = " ".join((topic or "").split())
@@ -118,10 +118,12 @@ async def make_report(topic: str, cfg: Config, out_dir: Path, *, client: Any, to
 
     recorder = RecordingToolbox(toolbox)
     context_length = context_length or cfg.models.policy.context_length
+    sampling = {"temperature": cfg.eval.temperature, "top_p": cfg.eval.top_p}
+    if cfg.eval.repetition_penalty != 1.0:  # as evaluation: sent only when set, not every endpoint accepts it
+        sampling["repetition_penalty"] = cfg.eval.repetition_penalty
+    # agent.prompt: webdancer is a template read from the authors' trajectories, not a style name run_agent knows
     trajectory = await run_agent(topic, client, recorder, max_turns=rp.max_turns, max_total_tokens=context_length,
-                                 context_length=context_length,
-                                 sampling={"temperature": cfg.eval.temperature, "top_p": cfg.eval.top_p},
-                                 prompt=cfg.agent.prompt)
+                                 context_length=context_length, sampling=sampling, prompt=resolve_prompt(cfg))
     timings["research_s"] = round(time.time() - t0, 2)
     sources, stats = await gather_sources(recorder.calls, toolbox, topic, max_sources=rp.max_sources,
                                           excerpt_tokens=cfg.web.visit_evidence_tokens)
@@ -197,8 +199,15 @@ async def _write_all(cfg: Config, topics: list[str], dirs: list[Path], model: st
     from wdlib.models import pick_device
     from wdlib.tools import Toolbox
 
+    from wdlib.agent import resolve_prompt
+
     label, spec = resolve_model(cfg, model)
     research = any(t.strip() for t in topics)
+    if research:
+        try:  # a missing webdancer prompt file is a params problem: say so before any model loads
+            resolve_prompt(cfg)
+        except FileNotFoundError as exc:
+            raise ReportError(str(exc)) from None
     device = pick_device(cfg.run.device)
     client = clients.get("client") or (make_client(spec, device=device) if research else None)
     writer_spec = cfg.report.writer or spec
