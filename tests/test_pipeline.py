@@ -71,6 +71,7 @@ def test_papermill_cli_from_inside_notebooks_dir(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)  # six notebooks: 01, 03 and 04 alone took 845 s on 2 shared CPU cores (2026-12-02)
 def test_every_notebook_runs_on_ci_params(tmp_params, tmp_path):
     executed = pipeline.run(tmp_params)
     assert [p.name for p in executed] == [nb.name for nb in pipeline.notebooks()] and len(executed) == 6
