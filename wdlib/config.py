@@ -67,6 +67,9 @@ class ModelSpec(Section):
     timeout_s: float = Field(120.0, gt=0)
     reasoning: bool = False  # a reasoning model whose reasoning_content becomes the <think> block (long CoT)
     gpu_memory_utilization: float = Field(0.85, gt=0, le=1)  # in-process vLLM only
+    # In-process transformers: key/values kept between calls (shared prompt, earlier turns), in tokens; 0 = none.
+    # ~46 kB per token for SmolLM2-135M fp32, ~57 kB for Qwen2.5-7B bf16. vLLM has its own prefix cache.
+    kv_cache_tokens: int = Field(32768, ge=0)
     tensor_parallel_size: int = Field(1, gt=0)
     extra: dict[str, Any] = Field(default_factory=dict)  # passed through to the backend's request/constructor
 
@@ -98,6 +101,10 @@ class WebParams(Section):
     top_k: int = Field(10, gt=0)
     max_queries_per_call: int = Field(5, gt=0)
     extractor: Literal["trafilatura", "newspaper"] = "trafilatura"
+    # Pages are parsed in this many worker processes (None: one per CPU core; 0: in the calling process, one at a
+    # time); a parse that crashes or runs past extract_timeout_s is stopped and the visit reports the error.
+    extract_workers: int | None = Field(None, ge=0)
+    extract_timeout_s: float = Field(60.0, gt=0)
     visit_max_page_chars: int = Field(60000, gt=0)  # page text handed to the summarizer
     visit_evidence_tokens: int = Field(400, gt=0)  # extractive fallback budget
     visit_max_urls: int = Field(5, gt=0)
@@ -148,8 +155,8 @@ class SynthesisParams(Section):
 
 
 class FormatDemosParams(Section):
-    # Scripted search → [visit] → gold-answer episodes over template CrawlQA, one more SFT source (synthesis.demos).
-    # For CPU smoke runs only: a 135M model cannot learn the format from a few long real trajectories. 0 at scale.
+    # Scripted search → [visit] → gold-answer episodes over template CrawlQA (`wdlib.synthesis.demos`), one more SFT
+    # source, for CPU smoke runs only: a 135M model cannot learn the format from a few long trajectories. 0 at scale.
     num: int = Field(0, ge=0)
     visit: float = Field(0.3, ge=0, le=1)  # share of episodes that also visit a page
     max_results: int = Field(3, gt=0)  # search results kept per query in the observation
@@ -291,8 +298,7 @@ class EvalParams(Section):
     bootstrap_samples: int = Field(2000, gt=0)  # resamples of the questions for each 95% CI
 
 
-class ReportParams(Section):
-    """Report mode (`wdlib.report`, notebook 06); research samples like evaluation (eval.temperature, eval.top_p)."""
+class ReportParams(Section):  # report mode (wdlib.report, notebook 06); research samples like eval (temperature...)
     topics: list[str] = Field(default_factory=lambda: ["What does os.path.join do with an absolute path?"])
     model: str = "latest"  # base | sft | dapo | latest (dapo, else sft, else base) | eval.extra_models key | HF id/path
     max_turns: int = Field(40, gt=0)  # research turns: more than a QA run (eval.max_turns)
@@ -331,10 +337,8 @@ class Config(Section):
 
     def resolve_path(self, path: str | os.PathLike | None) -> Path | None:
         """Paths in params are relative to the repo root (so `../shared/...` means the sibling shared/)."""
-        if path is None:
-            return None
-        p = Path(os.path.expanduser(str(path)))
-        return p if p.is_absolute() else (REPO_ROOT / p).resolve()
+        p = None if path is None else Path(os.path.expanduser(str(path)))
+        return p if p is None or p.is_absolute() else (REPO_ROOT / p).resolve()
 
     @property
     def run_dir(self) -> Path:
@@ -459,11 +463,9 @@ def from_dict(data: dict, label: str = "<params>", base_dir: Path = PARAMS_DIR) 
     data = _resolve_extends(dict(data), base_dir, label)
     data.pop("extends", None)
     try:
-        cfg = Config.model_validate(data)
+        return Config.model_validate({**data, "source": label})
     except ValidationError as exc:
         raise ParamsError(_format_errors(label, exc)) from None
-    cfg.source = label
-    return cfg
 
 
 def load(path: str | os.PathLike) -> Config:
@@ -479,8 +481,7 @@ def from_notebook(params_file: str | None = None, **sections: Any) -> Config:
     """Build the config inside a notebook from its papermill parameters.
 
     `papermill nb.ipynb out.ipynb -f params/7b.yaml` injects each top-level key as a variable; pass them here.
-    Sections left empty ({} / None) fall back to `params_file` (the pipeline passes it) or the notebook default.
-    """
+    Sections left empty ({} / None) fall back to `params_file` (the pipeline passes it) or the notebook default."""
     given = {k: v for k, v in sections.items() if v not in (None, {}, "")}
     unknown = set(given) - set(SECTIONS) - {"extends"}
     label = params_file or "<papermill parameters>"
