@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1] / "wdlib"
-STAGES = ("synthesis", "sft", "dapo", "evaluate")
+STAGES = ("synthesis", "sft", "dapo", "evaluate", "report")
 MAX_LEVELS = 5
 MAX_LINES = 500
 

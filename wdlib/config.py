@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PARAMS_DIR = REPO_ROOT / "params"
 SECTIONS = ("run", "models", "agent", "web", "synthesis", "trajectories", "filters", "judge", "rewards", "sft",
-            "dapo", "eval", "wandb")
+            "dapo", "eval", "report", "wandb")
 SAMPLES_DIR = "../shared/data/webdancer-samples"  # WebDancer's released samples (relative to the repo root)
 SAMPLE_QA = f"{SAMPLES_DIR}/sample_qa.jsonl"
 SAMPLE_TRAJECTORIES = f"{SAMPLES_DIR}/sample_traj.jsonl"
@@ -56,7 +56,6 @@ class RunParams(Section):
 # ---------------------------------------------------------------- models
 class ModelSpec(Section):
     """One model. `name` is an HF id or local path, or `embedded:smollm2-135m` (shipped offline)."""
-
     name: str = "embedded:smollm2-135m"
     backend: Literal["transformers", "vllm", "openai"] = "transformers"
     base_url: str | None = None  # OpenAI-compatible endpoint (vLLM serve, OpenAI, llama.cpp server...)
@@ -77,7 +76,6 @@ class ModelSpec(Section):
 
 class AgentParams(Section):
     """How every stage talks to the agent: the prompt its episodes start from (`wdlib.react.PROMPT_STYLES`)."""
-
     prompt: Literal["ours", "compact", "webdancer"] = "ours"
     # webdancer: the authors' exact prompts, rebuilt at run time from their released trajectories (read, never copied)
     webdancer_prompt_file: str = SAMPLE_TRAJECTORIES
@@ -297,6 +295,19 @@ class EvalParams(Section):
     bootstrap_samples: int = Field(2000, gt=0)  # resamples of the questions for each 95% CI
 
 
+class ReportParams(Section):  # report mode (wdlib.report, notebook 06); research samples like eval (temperature...)
+    topics: list[str] = Field(default_factory=lambda: ["What does os.path.join do with an absolute path?"])
+    model: str = "latest"  # base | sft | dapo | latest (dapo, else sft, else base) | eval.extra_models key | HF id/path
+    max_turns: int = Field(40, gt=0)  # research turns: more than a QA run (eval.max_turns)
+    writer: ModelSpec | None = None  # None → the research model (the policy, in process)
+    writer_max_new_tokens: int = Field(2048, gt=0)
+    max_sources: int = Field(20, gt=0)  # numbered sources shown to the writer (a page: web.visit_evidence_tokens)
+    citation_check: Literal["lexical", "llm"] = "lexical"  # llm: models.judge decides
+    support_threshold: float = Field(0.6, gt=0, le=1)  # lexical: share of a sentence's content words in one passage
+    passage_words: int = Field(80, gt=0)  # passage length of the lexical check
+    accept_snippets: bool = False  # the snippet of a search result never visited may support a sentence
+
+
 class WandbParams(Section):
     mode: Literal["offline", "online", "disabled"] = "offline"
     project: str = "webdancer"
@@ -317,15 +328,14 @@ class Config(Section):
     sft: SFTParams = Field(default_factory=SFTParams)
     dapo: DAPOParams = Field(default_factory=DAPOParams)
     eval: EvalParams = Field(default_factory=EvalParams)
+    report: ReportParams = Field(default_factory=ReportParams)
     wandb: WandbParams = Field(default_factory=WandbParams)
     source: str = Field("<defaults>", exclude=True)  # where this config came from, for messages
 
     def resolve_path(self, path: str | os.PathLike | None) -> Path | None:
         """Paths in params are relative to the repo root (so `../shared/...` means the sibling shared/)."""
-        if path is None:
-            return None
-        p = Path(os.path.expanduser(str(path)))
-        return p if p.is_absolute() else (REPO_ROOT / p).resolve()
+        p = None if path is None else Path(os.path.expanduser(str(path)))
+        return p if p is None or p.is_absolute() else (REPO_ROOT / p).resolve()
 
     @property
     def run_dir(self) -> Path:
@@ -345,9 +355,7 @@ class Config(Section):
 class RunPaths:
     """The layout of a run folder `outputs/<run.name>/`: the one place its file names are written. Stages and
     notebooks read and write through it (`cfg.paths.qa`), so the stages connect through these files only.
-
-    `wandb/` is wandb's own folder (`wdlib.tracking` gives wandb the run folder).
-    """
+    `wandb/` is wandb's own folder (`wdlib.tracking` gives wandb the run folder)."""
 
     def __init__(self, root: Path):
         self.root = root
@@ -366,11 +374,11 @@ class RunPaths:
         self.sft_data = root / "sft_data.jsonl"
         self.synthesis_summary = root / "synthesis_summary.json"
         self.dapo_rollouts = root / "dapo_rollouts.jsonl"  # 04 · DAPO: a few rollouts per step
-        # 05 · evaluation
-        self.eval = root / "eval"
+        self.eval = root / "eval"  # 05 · evaluation
         self.eval_summary, self.eval_tables = self.eval / "summary.json", self.eval / "tables.md"
         self.eval_figures = self.eval / "figures"
         self.eval_toolbox_stats = self.eval / "toolbox_stats.json"  # tool calls, errors, snapshot misses
+        self.reports = root / "reports"  # 06 · one folder per topic: report.html/.md/.json, evidence, trajectory
 
     # 03 · SFT and 04 · DAPO, the same layout per training stage ("sft" | "dapo")
     def checkpoint_dir(self, stage: str) -> Path:
@@ -398,10 +406,8 @@ class RunPaths:
 def _merge(base: dict, over: dict) -> dict:
     out = dict(base)
     for key, value in over.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _merge(out[key], value)
-        else:
-            out[key] = value
+        nested = isinstance(value, dict) and isinstance(out.get(key), dict)
+        out[key] = _merge(out[key], value) if nested else value
     return out
 
 
@@ -457,11 +463,9 @@ def from_dict(data: dict, label: str = "<params>", base_dir: Path = PARAMS_DIR) 
     data = _resolve_extends(dict(data), base_dir, label)
     data.pop("extends", None)
     try:
-        cfg = Config.model_validate(data)
+        return Config.model_validate({**data, "source": label})
     except ValidationError as exc:
         raise ParamsError(_format_errors(label, exc)) from None
-    cfg.source = label
-    return cfg
 
 
 def load(path: str | os.PathLike) -> Config:
@@ -477,8 +481,7 @@ def from_notebook(params_file: str | None = None, **sections: Any) -> Config:
     """Build the config inside a notebook from its papermill parameters.
 
     `papermill nb.ipynb out.ipynb -f params/7b.yaml` injects each top-level key as a variable; pass them here.
-    Sections left empty ({} / None) fall back to `params_file` (the pipeline passes it) or the notebook default.
-    """
+    Sections left empty ({} / None) fall back to `params_file` (the pipeline passes it) or the notebook default."""
     given = {k: v for k, v in sections.items() if v not in (None, {}, "")}
     unknown = set(given) - set(SECTIONS) - {"extends"}
     label = params_file or "<papermill parameters>"
@@ -488,9 +491,7 @@ def from_notebook(params_file: str | None = None, **sections: Any) -> Config:
         params_file = "smoke.yaml"  # a notebook opened in JupyterLab with no parameters runs the CPU smoke settings
     if params_file:
         base = load(params_file)
-        if not given:
-            return base
-        return from_dict(_merge(base.dump(), given), base.source)
+        return from_dict(_merge(base.dump(), given), base.source) if given else base
     return from_dict(given, label)
 
 
