@@ -1,20 +1,25 @@
-# The two commands of the README:   make run   (set up + whole pipeline on params/smoke.yaml)
+# The two commands of the README:   make run   (set up + the main job: WebDancer in miniature, params/mini.yaml)
 #                                    make test  (set up + test suite; what .ci/run calls)
-PARAMS ?= params/smoke.yaml
+PARAMS ?= params/mini.yaml
 VENV := .venv
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 export OMP_WAIT_POLICY := PASSIVE
 
-.PHONY: setup run test bench lab clean-run strip-notebooks
+.PHONY: setup run smoke test bench lab clean-run strip-notebooks
 
 setup:
-	bash scripts/setup.sh
+	PARAMS=$(PARAMS) bash scripts/setup.sh
 
 run: setup
 	$(VENV)/bin/python -m wdlib.pipeline $(PARAMS)
 
-test: setup
+# the quick mechanics run (minutes): every stage once, accuracy not the point
+smoke: setup
+	$(VENV)/bin/python -m wdlib.pipeline params/smoke.yaml
+
+test:
+	PARAMS=params/smoke.yaml bash scripts/setup.sh   # the tests need only the smoke web
 	$(VENV)/bin/python -m pytest -q
 
 bench: setup

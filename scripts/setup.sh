@@ -19,7 +19,22 @@ if [ "$(cat "$VENV/.wdlib-installed" 2>/dev/null)" != "$(stamp)" ]; then
   "$VENV/bin/python" -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (wdlib)" >/dev/null
   stamp > "$VENV/.wdlib-installed"
 fi
+# Headless Chromium: the tests render report pages in it (tests/chromium.py). The Debian package, installed once.
+if ! command -v chromium >/dev/null 2>&1; then
+  SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo -n"
+  apt_chromium() { $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium; }
+  echo "[setup] installing chromium (apt-get) for the report page tests"
+  if ! apt_chromium >/dev/null 2>&1; then   # no package lists yet: update once, then again
+    $SUDO apt-get update -q >/dev/null 2>&1 || true
+    apt_chromium >/dev/null 2>&1 || echo "[setup] WARNING: could not install chromium (needs apt-get and root);" \
+      "the report page tests will skip"
+  fi
+fi
 export HF_HUB_OFFLINE=1 TRANSFORMERS_VERBOSITY=error
 "$VENV/bin/python" -m wdlib.models embedded:smollm2-135m   # converts the GGUF once, then a cache hit
-"$VENV/bin/python" -m wdlib.web build --params "${PARAMS:-params/smoke.yaml}"
+# the smoke/CI web (the tests use it) and the web of the params being run (make run: params/mini.yaml)
+"$VENV/bin/python" -m wdlib.web build --params params/smoke.yaml
+if [ -n "${PARAMS:-}" ] && [ "$PARAMS" != params/smoke.yaml ]; then
+  "$VENV/bin/python" -m wdlib.web build --params "$PARAMS"
+fi
 echo "[setup] ready"

@@ -320,8 +320,11 @@ def _trickle(h, before_headers: bool = False):
 @pytest.mark.parametrize("before_headers", [False, True])
 def test_a_trickling_server_cannot_hold_a_visit_past_its_deadline(local_web_cfg, before_headers):
     timeout = 1.0
-    with site({"/": lambda h: _trickle(h, before_headers)}) as (base, _):
-        with live_toolbox(local_web_cfg, live_allow_private=True, live_timeout_s=timeout) as tb:
+    with site({"/": lambda h: _trickle(h, before_headers), "/ok": lambda h: h.send(200, PAGE)}) as (base, _):
+        with live_toolbox(local_web_cfg, live_allow_private=True, live_timeout_s=timeout, extract_workers=1) as tb:
+            # the page-parser worker started (and its extractor imported) first: the deadline bounds the fetch,
+            # web.extract_timeout_s the parse
+            assert run(tb.fetch(f"{base}/ok")).ok
             start = time.perf_counter()
             page = run(tb.fetch(f"{base}/"))
             wall = time.perf_counter() - start

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1] / "wdlib"
-STAGES = ("synthesis", "sft", "dapo", "evaluate")
+STAGES = ("synthesis", "sft", "dapo", "evaluate", "report")
 MAX_LEVELS = 6  # 5 until issue 18 put the params file checks (params_file) under config
 MAX_LINES = 500
 
@@ -108,7 +108,7 @@ def test_the_protocol_imports_nothing_from_wdlib():
     assert graph()["wdlib.react"] == set()
     users = {name for name, deps in graph().items() if "wdlib.react" in deps}
     assert {"wdlib.agent", "wdlib.tools", "wdlib.rewards", "wdlib.viewer", "wdlib.synthesis.filters",
-            "wdlib.synthesis.demos", "wdlib.sft.data", "wdlib.dapo.rollout"} <= users
+            "wdlib.synthesis.graded", "wdlib.sft.data", "wdlib.dapo.rollout"} <= users
 
 
 @pytest.mark.parametrize("stage", STAGES)

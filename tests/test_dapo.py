@@ -248,7 +248,7 @@ def _rollout(cfg, toolbox, turns):
     tok = models.load_tokenizer(MODEL)
     qa = [QAPair(question="Which statement changes SQLite settings?", answer="PRAGMA")]
     rollout = AgentRollout(cfg, toolbox, qa)
-    prompts = [prompt_messages(qa[0].question)] * 2
+    prompts = [prompt_messages(qa[0].question, style=cfg.agent.prompt)] * 2
     trajectories = rollout.run(prompts, ScriptedPolicy(tok, turns))
     return tok, trajectories, rollout_batch(trajectories, cfg.dapo.max_completion_length, pad_token_id=0)
 

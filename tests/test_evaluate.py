@@ -319,6 +319,10 @@ def test_summary_tables_and_figures_on_synthetic_results(tmp_path):
     assert "| GAIA | ReAct (base) → SFT | pass@1 | Avg. | +" in tables and "unparsed replies" in tables
     fig = plots.eval_scores(summary, "gaia")
     assert {t.name for t in fig.data} >= {"ReAct (base)", "SFT"}
+    base_trace = next(t for t in fig.data if t.name == "ReAct (base)" and "Avg." in list(t.x))
+    i = list(base_trace.x).index("Avg.")  # error bars are the CI: upper end - value, value - lower end
+    assert base_trace.error_y.array[i] == pytest.approx(100 * (hi - base_res["avg"]["pass@1"]))
+    assert base_trace.error_y.arrayminus[i] == pytest.approx(100 * (base_res["avg"]["pass@1"] - lo))
     assert plots.save(fig, evaluate.figures_dir(cfg) / "gaia.html").stat().st_size > 1000
     cfg.models.policy.name = "Qwen/Qwen2.5-7B-Instruct"  # a backbone the paper reports: its rows join the chart
     fig = plots.eval_scores(evaluate.summarize(cfg, {"gaia": bench}, models, write=False), "gaia")
@@ -469,3 +473,43 @@ def test_equivalence_judge_per_benchmark_and_judge_audit_end_to_end(tmp_path):
         # resume: the unparsed verdict is asked again (the judge may answer this time); nothing else is
         evaluate.run_evaluation(cfg, benchmarks, models, progress=False)
         assert len(judge_server.requests) == 3 and len(policy_server.requests) == 6
+
+
+def test_cli_evaluates_any_qa_file_per_level_without_touching_the_run(tmp_path):
+    """`python -m wdlib.evaluate --params P --qa FILE --out DIR`: a loopback model answers two of three questions
+    right; DIR/summary.json has Pass@1 per model and level; the run's own eval folder is left alone."""
+    from openai_loopback import LoopbackOpenAI, completion
+
+    from wdlib.evaluate.__main__ import main
+
+    def handler(body):
+        messages = body["messages"]
+        if len(messages) == 2:
+            return 200, completion('<think>search</think>\n<tool_call>\n{"name": "search", "arguments": '
+                                   '{"query": ["x"]}}\n</tool_call>')
+        answer = {"capital": "Lima", "author": "Jane Austen"}.get(
+            next((k for k in ("capital", "author") if k in messages[1]["content"]), ""), "no idea")
+        return 200, completion(f"<think>found</think>\n<answer>{answer}</answer>")
+
+    qa = tmp_path / "mine.json"
+    qa.write_text(json.dumps([{"question": "Which city is the capital of Peru?", "answer": "Lima", "level": 1},
+                              {"question": "Who is the author of Emma?", "answer": "Jane Austen", "level": 2},
+                              {"question": "What is unknowable?", "answer": "42", "level": 2}]))
+    with LoopbackOpenAI(handler) as server:
+        params = tmp_path / "p.yaml"
+        params.write_text(f"extends: {config.PARAMS_DIR / 'ci.yaml'}\nrun: {{name: r, output_dir: {tmp_path}}}\n"
+                          f"models: {{policy: {{name: loop, backend: openai, base_url: '{server.base_url}', "
+                          f"context_length: 4096, max_new_tokens: 64}}}}\n"
+                          "eval: {checkpoints: [base, sft], max_turns: 3}\n")
+        out = tmp_path / "out"
+        assert main(["--params", str(params), "--qa", str(qa), "--out", str(out), "--runs", "2"]) == 0
+        assert len(server.requests) == 12  # 3 questions × 2 runs × 2 turns
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["questions"] == 3 and summary["runs"] == 2 and summary["levels"] == {"1": 1, "2": 2}
+    assert summary["pass@1"] == {"base": {"avg": pytest.approx(2 / 3), "1": 1.0, "2": 0.5}}  # sft: no checkpoint
+    assert (out / "eval" / "mine" / "base" / "run1.jsonl").is_file()
+    assert not (tmp_path / "r" / "eval").exists()
+    assert main(["--params", str(params), "--qa", str(qa), "--out", str(out), "--models", "dpo"]) == 2
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"question": "no answer"}\n')
+    assert main(["--params", str(params), "--qa", str(bad), "--out", str(out)]) == 2

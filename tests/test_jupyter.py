@@ -1,4 +1,4 @@
-"""JupyterLab opens the notebooks: a real `jupyter lab` on 127.0.0.1 lists the five through its REST API."""
+"""JupyterLab opens the notebooks: a real `jupyter lab` on 127.0.0.1 lists the six through its REST API."""
 
 import json
 import secrets
@@ -37,7 +37,7 @@ def test_jupyter_lab_lists_the_notebooks(tmp_path):
         assert listing is not None, proc.stderr.read().decode()[-2000:] if proc.poll() is not None else "no answer"
         names = sorted(c["name"] for c in listing["content"] if c["type"] == "notebook")
         assert names == ["01_data_synthesis.ipynb", "02_trajectory_analysis.ipynb", "03_sft.ipynb",
-                         "04_dapo.ipynb", "05_evaluation.ipynb"]
+                         "04_dapo.ipynb", "05_evaluation.ipynb", "06_report.ipynb"]
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/lab?token={token}", timeout=10) as r:
             assert r.status == 200 and b"JupyterLab" in r.read()
     finally:

@@ -216,3 +216,44 @@ def test_make_client_transformers():
     spec = ModelSpec(name="embedded:smollm2-135m", backend="transformers", max_new_tokens=5)
     client = make_client(spec, device="cpu")
     assert isinstance(client, TransformersClient) and client.max_new_tokens == 5 and client.token_level
+
+
+# ------------------------------------------------------------------ in-process vLLM (GPU): the engine's arguments
+def test_vllm_engine_gets_automatic_prefix_caching(monkeypatch):
+    """vllm is not installable without a GPU: a stand-in module records what VLLMClient passes to `vllm.LLM`."""
+    import sys
+    import types
+
+    from wdlib.llm import VLLMClient, prefix_caching_enabled, vllm_engine_kwargs
+
+    made = []
+
+    class LLM:
+        def __init__(self, **kwargs):
+            made.append(kwargs)
+            self.llm_engine = types.SimpleNamespace(vllm_config=types.SimpleNamespace(
+                cache_config=types.SimpleNamespace(enable_prefix_caching=kwargs["enable_prefix_caching"])))
+
+        def get_tokenizer(self):
+            from wdlib import models
+
+            return models.load_tokenizer("embedded:smollm2-135m")
+
+    monkeypatch.setitem(sys.modules, "vllm", types.SimpleNamespace(LLM=LLM))
+    spec = ModelSpec(name="Qwen/Qwen2.5-7B-Instruct", backend="vllm", dtype="bfloat16", context_length=32768)
+    client = VLLMClient.from_spec(spec)
+    assert made[-1]["enable_prefix_caching"] is True and made[-1]["max_model_len"] == 32768
+    assert prefix_caching_enabled(client.llm) is True
+    spec.extra = {"engine_kwargs": {"enable_prefix_caching": False, "enforce_eager": True}}  # params may override
+    VLLMClient.from_spec(spec)
+    assert made[-1]["enable_prefix_caching"] is False and made[-1]["enforce_eager"] is True
+    assert prefix_caching_enabled(types.SimpleNamespace()) is None  # an engine that does not say
+    assert vllm_engine_kwargs("m", "auto", 0.9, 1, None)["enable_prefix_caching"] is True
+
+
+def test_gpu_params_keep_prefix_caching_on():
+    from wdlib import config
+
+    for name in ("7b", "32b", "qwq32b"):
+        policy = config.load(f"{name}.yaml").models.policy
+        assert policy.backend == "vllm" and policy.extra["engine_kwargs"]["enable_prefix_caching"] is True, name

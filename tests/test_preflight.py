@@ -31,7 +31,7 @@ def test_7b_check_lists_the_problems_and_exits_non_zero_without_leaking_keys():
     print(f"params/7b.yaml --check: exit {r.returncode} in {seconds:.1f} s")
     assert r.returncode == 1 and r.stdout == ""
     out = r.stderr
-    assert out.startswith("preflight params/7b.yaml (notebooks 01, 02, 03, 04, 05):")
+    assert out.startswith("preflight params/7b.yaml (notebooks 01, 02, 03, 04, 05, 06):")
     for key in GPU_KEYS | {"web.serpapi_key_env", "eval.gaia_path", "models.policy"}:
         assert f"params/7b.yaml: {key}:" in out, key
     assert "8 processes need 8 CUDA GPUs, this machine has 0" in out and "DeepSpeed, which is not installed" in out
@@ -73,6 +73,24 @@ def test_model_and_judge_checks():
     assert any(p.key == "models.policy" and "not a model folder" in p.message for p in problems)
     assert preflight.parameter_count("Qwen/Qwen2.5-7B-Instruct") == 7e9
     assert preflight.parameter_count("Qwen/QwQ-32B") == 32e9 and preflight.parameter_count("gpt-4o") is None
+
+
+def test_report_notebook_checks_its_models_and_checkpoints(tmp_path):
+    cfg = config.load("params/ci.yaml")
+    cfg.run.output_dir = str(tmp_path)  # no checkpoints there
+    assert preflight.check(cfg, ["06"], env={}) == []  # report.model: latest falls back to the embedded policy
+    cfg.report.model = "sft"
+    assert [p.key for p in preflight.check(cfg, ["06"], env={})] == ["report.model"]
+    assert preflight.check(cfg, ["03", "06"], env={}) == []  # notebook 03 writes the checkpoint first
+    cfg.report.model, cfg.report.citation_check = "latest", "llm"  # the LLM citation check without a judge model
+    assert [p.key for p in preflight.check(cfg, ["06"], env={})] == ["models.judge"]
+    assert "models.judge" not in {p.key for p in preflight.check(cfg, ["05"], env={})}  # only 06 asks for it
+    cfg.report.citation_check = "lexical"
+    cfg.report.writer = config.ModelSpec(name="w", backend="openai", base_url=None, api_key_env="WRITER_KEY")
+    assert {p.key for p in preflight.check(cfg, ["06"], env={})} == {"report.writer.base_url",
+                                                                     "report.writer.api_key_env"}
+    cfg.report.writer, cfg.report.model = None, "./no/such/model"
+    assert [p.key for p in preflight.check(cfg, ["06"], env={})] == ["report.model"]
 
 
 def test_disk_estimate_counts_final_models_and_trainer_checkpoints():

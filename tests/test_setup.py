@@ -36,7 +36,7 @@ def test_environment_yml_agrees_with_pyproject():
 
 def test_notebooks_committed_without_outputs_and_with_parameters_cell():
     nbs = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
-    assert [p.stem[:2] for p in nbs] == ["01", "02", "03", "04", "05"]
+    assert [p.stem[:2] for p in nbs] == ["01", "02", "03", "04", "05", "06"]
     for p in nbs:
         nb = json.loads(p.read_text())
         code = [c for c in nb["cells"] if c["cell_type"] == "code"]

@@ -148,13 +148,14 @@ def test_load_conversations_sources_and_no_data(tmp_path):
     assert stats["skipped"] == {"no_assistant_turn": 1, "filtered_out": 1}
     assert convs[0][3] == {"role": "user", "content": "<tool_response>\nobs\n</tool_response>"}  # tool → user turn
     assert convs[1][-1]["role"] == "assistant"  # the trailing observation is not kept
-    convs, stats = sft.load_conversations(_cfg(tmp_path, include_external=True))
+    cfg_ext = _cfg(tmp_path, include_external=True)
+    convs, stats = sft.load_conversations(cfg_ext)
     assert len(convs) == 102 and stats["sources"]["external:sample_traj.jsonl"] == 100
     # imported samples get the prompts our agent runs with; their turns are untouched
     released = load_webdancer(SAMPLES)[0]
     date = re.search(r"Current date: (\S+)", released.messages[0]["content"]).group(1)
-    assert convs[2][0]["content"] == react.system_prompt(date)
-    assert convs[2][1]["content"] == react.user_prompt(released.question)
+    assert convs[2][0]["content"] == react.system_prompt(date, cfg_ext.agent.prompt)
+    assert convs[2][1]["content"] == react.user_prompt(released.question, cfg_ext.agent.prompt)
     assert convs[2][2:] == released.messages[2:]
     convs, _ = sft.load_conversations(_cfg(tmp_path, include_external=True, reprompt_external=False))
     assert convs[2] == released.messages
@@ -168,13 +169,9 @@ def test_load_conversations_sources_and_no_data(tmp_path):
     convs, _ = sft.load_conversations(compact)
     assert convs[2][:2] == react.prompt_messages(released.question, style="compact")
     assert convs[2][2:] == released.messages[2:]
-    # format demonstrations are one more source; max_external takes a seeded subset of each external file
-    demo = Trajectory(question="d", messages=msgs[:3] + [
-        {"role": "user", "content": "<tool_response>\no\n</tool_response>"},
-        {"role": "assistant", "content": "<answer>a</answer>"}])
-    append_jsonl(cfg.paths.format_demos, [demo])
+    # max_external takes a seeded subset of each external file
     convs, stats = sft.load_conversations(_cfg(tmp_path, include_external=True, max_external=3))
-    assert stats["sources"] == {"run": 2, "format_demos": 1, "external:sample_traj.jsonl": 3} and len(convs) == 6
+    assert stats["sources"] == {"run": 2, "external:sample_traj.jsonl": 3} and len(convs) == 5
     again, _ = sft.load_conversations(_cfg(tmp_path, include_external=True, max_external=3))
     assert again == convs
 

@@ -96,9 +96,12 @@ class _Transcript:
         # What the template writes after `<|im_start|>assistant\n` when prompting a turn: "" for Qwen2.5, "<think>\n"
         # for QwQ-style templates. The model's text continues it, so it is part of the turn's message and is
         # repeated after every observation, exactly as the template would render the next turn.
-        rendered = self.tokenizer.decode(self.prompt_ids)
-        head, sep, tail = rendered.rpartition("<|im_start|>assistant\n")
+        # (The generation prompt is at the end: decoding the last tokens is enough, and a whole prompt takes ~10 ms.)
+        head, sep, tail = self.tokenizer.decode(self.prompt_ids[-32:]).rpartition("<|im_start|>assistant\n")
+        if not sep:
+            head, sep, tail = self.tokenizer.decode(self.prompt_ids).rpartition("<|im_start|>assistant\n")
         self.turn_prefix = tail if sep else ""
+        self._last_observation: tuple[str | None, list[int]] = (None, [])
         self.end_id = self.tokenizer.convert_tokens_to_ids("<|im_end|>")
         if self.end_id is None or self.end_id == self.tokenizer.unk_token_id:
             self.end_id = self.tokenizer.eos_token_id
@@ -121,8 +124,10 @@ class _Transcript:
             self.logprobs.append(0.0)
 
     def observation_ids(self, content: str) -> list[int]:
-        text = f"\n<|im_start|>user\n{content}<|im_end|>\n<|im_start|>assistant\n{self.turn_prefix}"
-        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        if content != self._last_observation[0]:  # a turn measures its observation, maybe cuts it, then adds it
+            text = f"\n<|im_start|>user\n{content}<|im_end|>\n<|im_start|>assistant\n{self.turn_prefix}"
+            self._last_observation = (content, self.tokenizer(text, add_special_tokens=False)["input_ids"])
+        return list(self._last_observation[1])
 
     def add_observation(self, ids: list[int]) -> None:
         self.completion_ids += ids
@@ -292,6 +297,8 @@ async def _episode(question: str, client, toolbox, messages: list[dict], *, gold
         else:
             used += count(content)
 
+    if transcript and hasattr(client, "release"):  # the client may drop this conversation's cached key/values
+        client.release(transcript.ids)
     sampling_record = {**sampling, "max_new_tokens": turn_tokens, "max_turns": max_turns,
                        "prompt": _prompt_name(prompt),
                        "max_total_tokens": max_total_tokens}

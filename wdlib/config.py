@@ -23,7 +23,7 @@ from wdlib.params_file import (Origins, ParamsError, check_size, format_errors, 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PARAMS_DIR = REPO_ROOT / "params"
 SECTIONS = ("run", "models", "agent", "web", "synthesis", "trajectories", "filters", "judge", "rewards", "sft",
-            "dapo", "eval", "wandb")
+            "dapo", "eval", "report", "wandb")
 SAMPLES_DIR = "../shared/data/webdancer-samples"  # WebDancer's released samples (relative to the repo root)
 SAMPLE_QA = f"{SAMPLES_DIR}/sample_qa.jsonl"
 SAMPLE_TRAJECTORIES = f"{SAMPLES_DIR}/sample_traj.jsonl"
@@ -57,7 +57,6 @@ class RunParams(Section):
 # ---------------------------------------------------------------- models
 class ModelSpec(Section):
     """One model. `name` is an HF id or local path, or `embedded:smollm2-135m` (shipped offline)."""
-
     name: str = "embedded:smollm2-135m"
     backend: Literal["transformers", "vllm", "openai"] = "transformers"
     base_url: str | None = None  # OpenAI-compatible endpoint (vLLM serve, OpenAI, llama.cpp server...)
@@ -69,13 +68,15 @@ class ModelSpec(Section):
     timeout_s: float = Field(120.0, gt=0)
     reasoning: bool = False  # a reasoning model whose reasoning_content becomes the <think> block (long CoT)
     gpu_memory_utilization: float = Field(0.85, gt=0, le=1)  # in-process vLLM only
+    # In-process transformers: key/values kept between calls (shared prompt, earlier turns), in tokens; 0 = none.
+    # ~46 kB per token for SmolLM2-135M fp32, ~57 kB for Qwen2.5-7B bf16. vLLM has its own prefix cache.
+    kv_cache_tokens: int = Field(32768, ge=0)
     tensor_parallel_size: int = Field(1, gt=0)
     extra: dict[str, Any] = Field(default_factory=dict)  # passed through to the backend's request/constructor
 
 
 class AgentParams(Section):
     """How every stage talks to the agent: the prompt its episodes start from (`wdlib.react.PROMPT_STYLES`)."""
-
     prompt: Literal["ours", "compact", "webdancer"] = "ours"
     # webdancer: the authors' exact prompts, rebuilt at run time from their released trajectories (read, never copied)
     webdancer_prompt_file: str = SAMPLE_TRAJECTORIES
@@ -101,6 +102,10 @@ class WebParams(Section):
     top_k: int = Field(10, gt=0)
     max_queries_per_call: int = Field(5, gt=0)
     extractor: Literal["trafilatura", "newspaper"] = "trafilatura"
+    # Pages are parsed in this many worker processes (None: one per CPU core; 0: in the calling process, one at a
+    # time); a parse that crashes or runs past extract_timeout_s is stopped and the visit reports the error.
+    extract_workers: int | None = Field(None, ge=0)
+    extract_timeout_s: float = Field(60.0, gt=0)
     visit_max_page_chars: int = Field(60000, gt=0)  # page text handed to the summarizer
     visit_evidence_tokens: int = Field(400, gt=0)  # extractive fallback budget
     visit_max_urls: int = Field(5, gt=0)
@@ -144,20 +149,20 @@ class E2HQAParams(Section):
     max_new_tokens: int = Field(160, gt=0)  # the teacher's rewritten question
 
 
+class GradedParams(Section):  # graded QA over the local web (`wdlib.synthesis.graded`), CPU scale; 0 = off
+    candidates_per_level: int = Field(0, ge=0)  # questions tried per level (level 3: at most this many chains)
+    eval_per_level: int = Field(30, ge=0)  # held out (qa_eval.jsonl, the local benchmark), per level at least
+    dev_per_level: int = Field(10, ge=0)  # development set (qa_dev.jsonl), for choosing settings
+    dapo_per_level: int = Field(10, ge=0)  # DAPO's questions (qa_dapo.jsonl), never seen in SFT
+    sft_questions: int | None = Field(None, gt=0)  # teacher episodes kept for SFT (None: every one left)
+    concurrency: int = Field(8, gt=0)
+
+
 class SynthesisParams(Section):
     crawlqa: CrawlQAParams = Field(default_factory=CrawlQAParams)
     e2hqa: E2HQAParams = Field(default_factory=E2HQAParams)
-    eval_fraction: float = Field(0.1, ge=0, lt=1)  # held out as the local-web evaluation set
-
-
-class FormatDemosParams(Section):
-    # Scripted search → [visit] → gold-answer episodes over template CrawlQA, one more SFT source
-    # (`wdlib.synthesis.demos`).
-    # For CPU smoke runs only: a 135M model cannot learn the format from a few long real trajectories. 0 at scale.
-    num: int = Field(0, ge=0)
-    visit: float = Field(0.3, ge=0, le=1)  # share of episodes that also visit a page
-    max_results: int = Field(3, gt=0)  # search results kept per query in the observation
-    max_observation_chars: int = Field(1200, gt=0)
+    graded: GradedParams = Field(default_factory=GradedParams)
+    eval_fraction: float = Field(0.1, ge=0, lt=1)  # of CrawlQA + E2HQA, held out as the local-web evaluation set
 
 
 class TrajectoriesParams(Section):
@@ -170,7 +175,6 @@ class TrajectoriesParams(Section):
     cot: Literal["short", "long"] = "short"
     max_questions: int | None = Field(None, gt=0)
     external: list[str] = Field(default_factory=lambda: [SAMPLE_TRAJECTORIES])
-    format_demos: FormatDemosParams = Field(default_factory=FormatDemosParams)
 
 
 class FiltersParams(Section):
@@ -188,9 +192,7 @@ JudgeMode = Literal["rules", "llm", "equivalence"]  # see wdlib.judge; llm and e
 class JudgeParams(Section):
     mode: JudgeMode = "rules"  # rules = GAIA match or F1 >= f1_threshold; llm: graded; equivalence: the paper's
     f1_threshold: float = Field(0.6, ge=0, le=1)
-    # rules also accept a verbose prediction containing the whole gold phrase (67/100 of WebDancer's released
-    # answers are sentences that contain their gold; F1 alone accepts none of them)
-    rules_gold_in_answer: bool = False
+    rules_gold_in_answer: bool = False  # a verbose answer holding the whole gold is right (67/100 released ones)
     temperature: float = Field(0.0, ge=0)  # LLM judge sampling: greedy, so verdicts are repeatable
     max_new_tokens: int = Field(1024, gt=0)
 
@@ -226,8 +228,7 @@ class SFTParams(Section):
     num_processes: int = Field(1, gt=0)
     accelerate_config: str | None = "accelerate/zero3.yaml"  # relative to params/
     include_external: bool = True  # train on imported trajectories (WebDancer's samples) too
-    # give imported trajectories our agent's system/user prompts (same tools), i.e. the prompt the policy is run with
-    reprompt_external: bool = True
+    reprompt_external: bool = True  # give them the system/user prompts the policy is run with (same tools)
     max_examples: int | None = Field(None, gt=0)  # a seeded random subset after fitting (CPU smoke runs)
     max_external: int | None = Field(None, gt=0)  # a seeded random subset of each external file (CPU smoke runs)
     trainer_kwargs: dict[str, Any] = Field(default_factory=dict)  # any other trl.SFTConfig argument, passed through
@@ -295,6 +296,19 @@ class EvalParams(Section):
     bootstrap_samples: int = Field(2000, gt=0)  # resamples of the questions for each 95% CI
 
 
+class ReportParams(Section):  # report mode (wdlib.report, notebook 06); research samples like eval (temperature...)
+    topics: list[str] = Field(default_factory=lambda: ["What does os.path.join do with an absolute path?"])
+    model: str = "latest"  # base | sft | dapo | latest (dapo, else sft, else base) | eval.extra_models key | HF id/path
+    max_turns: int = Field(40, gt=0)  # research turns: more than a QA run (eval.max_turns)
+    writer: ModelSpec | None = None  # None → the research model (the policy, in process)
+    writer_max_new_tokens: int = Field(2048, gt=0)
+    max_sources: int = Field(20, gt=0)  # numbered sources shown to the writer (a page: web.visit_evidence_tokens)
+    citation_check: Literal["lexical", "llm"] = "lexical"  # llm: models.judge decides
+    support_threshold: float = Field(0.6, gt=0, le=1)  # lexical: share of a sentence's content words in one passage
+    passage_words: int = Field(80, gt=0)  # passage length of the lexical check
+    accept_snippets: bool = False  # the snippet of a search result never visited may support a sentence
+
+
 class WandbParams(Section):
     mode: Literal["offline", "online", "disabled"] = "offline"
     project: str = "webdancer"
@@ -315,15 +329,14 @@ class Config(Section):
     sft: SFTParams = Field(default_factory=SFTParams)
     dapo: DAPOParams = Field(default_factory=DAPOParams)
     eval: EvalParams = Field(default_factory=EvalParams)
+    report: ReportParams = Field(default_factory=ReportParams)
     wandb: WandbParams = Field(default_factory=WandbParams)
     source: str = Field("<defaults>", exclude=True)  # where this config came from, for messages
 
     def resolve_path(self, path: str | os.PathLike | None) -> Path | None:
         """Paths in params are relative to the repo root (so `../shared/...` means the sibling shared/)."""
-        if path is None:
-            return None
-        p = Path(os.path.expanduser(str(path)))
-        return p if p.is_absolute() else (REPO_ROOT / p).resolve()
+        p = None if path is None else Path(os.path.expanduser(str(path)))
+        return p if p is None or p.is_absolute() else (REPO_ROOT / p).resolve()
 
     @property
     def run_dir(self) -> Path:
@@ -343,30 +356,30 @@ class Config(Section):
 class RunPaths:
     """The layout of a run folder `outputs/<run.name>/`: the one place its file names are written. Stages and
     notebooks read and write through it (`cfg.paths.qa`), so the stages connect through these files only.
-
-    `wandb/` is wandb's own folder (`wdlib.tracking` gives wandb the run folder).
-    """
+    `wandb/` is wandb's own folder (`wdlib.tracking` gives wandb the run folder)."""
 
     def __init__(self, root: Path):
         self.root = root
         self.notebooks, self.figures = root / "notebooks", root / "figures"  # pipeline copies; notebook figures
-        # 01 · synthesis: the crawl (a `.settings.json` stamp beside it says what it was made with), QA per generator
-        # with its report, the train / held-out split, teacher trajectories, the funnel, the SFT set, format demos
+        # 01 · synthesis: the crawl (with a `.settings.json` stamp), QA per generator with its report, the splits, graded
+        # QA and its teacher episodes (SFT split), teacher trajectories, the funnel, the SFT set
         self.crawl = root / "crawl.jsonl"
         self.crawlqa, self.crawlqa_report = root / "qa_crawlqa.jsonl", root / "qa_crawlqa_report.json"
         self.e2hqa, self.e2hqa_report = root / "qa_e2hqa.jsonl", root / "qa_e2hqa_report.json"
         self.qa, self.qa_eval = root / "qa.jsonl", root / "qa_eval.jsonl"
+        self.graded, self.graded_report = root / "qa_graded.jsonl", root / "qa_graded_report.json"
+        self.graded_episodes, self.qa_dev, self.qa_dapo = (root / f for f in ("graded_episodes.jsonl", "qa_dev.jsonl",
+                                                                                "qa_dapo.jsonl"))
         self.trajectories, self.trajectories_html = root / "trajectories.jsonl", root / "trajectories.html"
         self.funnel, self.funnel_external = root / "funnel.json", root / "funnel_external.json"
-        self.sft_data, self.format_demos = root / "sft_data.jsonl", root / "format_demos.jsonl"
+        self.sft_data = root / "sft_data.jsonl"
         self.synthesis_summary = root / "synthesis_summary.json"
-        # 04 · DAPO: a few rollouts per step
-        self.dapo_rollouts = root / "dapo_rollouts.jsonl"
-        # 05 · evaluation
-        self.eval = root / "eval"
+        self.dapo_rollouts = root / "dapo_rollouts.jsonl"  # 04 · DAPO: a few rollouts per step
+        self.eval = root / "eval"  # 05 · evaluation
         self.eval_summary, self.eval_tables = self.eval / "summary.json", self.eval / "tables.md"
         self.eval_figures = self.eval / "figures"
         self.eval_toolbox_stats = self.eval / "toolbox_stats.json"  # tool calls, errors, snapshot misses
+        self.reports = root / "reports"  # 06 · one folder per topic: report.html/.md/.json, evidence, trajectory
 
     # 03 · SFT and 04 · DAPO, the same layout per training stage ("sft" | "dapo")
     def checkpoint_dir(self, stage: str) -> Path:
@@ -392,10 +405,7 @@ class RunPaths:
 
 # ---------------------------------------------------------------- loading
 def _label(path: Path) -> str:
-    try:
-        return str(path.resolve().relative_to(REPO_ROOT))
-    except ValueError:
-        return str(path)
+    return str(path.resolve().relative_to(REPO_ROOT)) if path.resolve().is_relative_to(REPO_ROOT) else str(path)
 
 
 def _resolve_extends(data: dict, base_dir: Path, label: str, seen: tuple[Path, ...] = ()) -> tuple[dict, Origins]:
@@ -470,8 +480,7 @@ def from_notebook(params_file: str | None = None, **sections: Any) -> Config:
     """Build the config inside a notebook from its papermill parameters.
 
     `papermill nb.ipynb out.ipynb -f params/7b.yaml` injects each top-level key as a variable; pass them here.
-    Sections left empty ({} / None) fall back to `params_file` (the pipeline passes it) or the notebook default.
-    """
+    Sections left empty ({} / None) fall back to `params_file` (the pipeline passes it) or the notebook default."""
     given = {k: v for k, v in sections.items() if v not in (None, {}, "")}
     unknown = set(given) - set(SECTIONS) - {"extends"}
     label = params_file or "<papermill parameters>"
@@ -481,12 +490,7 @@ def from_notebook(params_file: str | None = None, **sections: Any) -> Config:
         params_file = "smoke.yaml"  # a notebook opened in JupyterLab with no parameters runs the CPU smoke settings
     if params_file:
         base = load(params_file)
-        if not given:
-            return base
-        label = base.source
-        data = merge(base.dump(), given)
-        cfg = from_dict(data, label)
-        return cfg
+        return from_dict(merge(base.dump(), given), base.source) if given else base
     return from_dict(given, label)
 
 

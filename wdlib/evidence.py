@@ -5,8 +5,10 @@ extractively (`extractive_evidence`: BM25 over the page's passages).
 
 from __future__ import annotations
 
+import functools
 import json
 import re
+import threading
 from typing import Any
 
 from wdlib.text import bm25_tokenizer, decode_json_at, passages
@@ -66,25 +68,44 @@ def parse_evidence_json(text: str) -> dict | None:
     return None
 
 
-def _bm25_scores(docs: list[str], query: str):
-    import bm25s
+class _BM25:
+    """BM25 over a fixed list of passages, scored against any number of queries. One at a time: the stemmer and
+    bm25s' tokenizer are not documented as thread-safe, and visits run on worker threads."""
 
-    tokenizer = bm25_tokenizer()
-    ids = tokenizer.tokenize(docs, show_progress=False)
-    query_ids = tokenizer.tokenize([query], update_vocab=False, show_progress=False)[0]
-    retriever = bm25s.BM25()
-    retriever.index(ids, show_progress=False)
-    return retriever.get_scores(query_ids) if query_ids else [0.0] * len(docs)
+    def __init__(self, docs: list[str]):
+        import bm25s
+
+        self.tokenizer = bm25_tokenizer()
+        self.retriever = bm25s.BM25()
+        self.retriever.index(self.tokenizer.tokenize(docs, show_progress=False), show_progress=False)
+        self.size, self.lock = len(docs), threading.Lock()
+
+    def scores(self, query: str):
+        with self.lock:
+            query_ids = self.tokenizer.tokenize([query], update_vocab=False, show_progress=False)[0]
+            return self.retriever.get_scores(query_ids) if query_ids else [0.0] * self.size
+
+
+def _bm25_scores(docs: list[str], query: str):
+    return _BM25(docs).scores(query)
+
+
+@functools.lru_cache(maxsize=64)
+def _page_passages(text: str, max_words: int) -> tuple[list[str], _BM25 | None]:
+    """A page's passages and their index, built once per page: the rollouts of a group visit the same pages with
+    their own goals, and indexing a long page (stemming every word) costs far more than scoring a goal."""
+    chunks = passages(text, max_words=max_words)
+    return chunks, _BM25(chunks) if chunks else None
 
 
 def extractive_evidence(text: str, goal: str, budget_tokens: int = 400) -> tuple[str, str]:
     """(evidence, summary) without a model: the page's passages ranked against the goal with BM25, the best kept
     in page order within `budget_tokens` (≈0.75 words per token); the summary is the best two sentences."""
     budget_words = max(20, int(budget_tokens * 0.75))
-    chunks = passages(text, max_words=max(20, min(80, budget_words // 3)))  # room for a few passages
+    chunks, index = _page_passages(text, max(20, min(80, budget_words // 3)))  # room for a few passages
     if not chunks:
         return "", ""
-    scores = [float(s) for s in _bm25_scores(chunks, goal)]
+    scores = [float(s) for s in index.scores(goal)]
     order = sorted(range(len(chunks)), key=lambda i: (-scores[i], i)) if max(scores) > 0 else range(len(chunks))
     chosen, words = [], 0
     for i in order:

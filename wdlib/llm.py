@@ -21,7 +21,9 @@ import os
 import random
 import threading
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
+
+from wdlib.aio import Batcher
 
 from wdlib.redact import register_env
 
@@ -187,69 +189,28 @@ async def _close_at_loop_shutdown(client):
         await client.close()
 
 
-# ------------------------------------------------------------------ batching queue for in-process engines
-class _Batcher:
-    """Gathers the `generate` requests that arrive together into one backend call.
-
-    `run_batch(prompts, samplings) -> list[Reply]` is synchronous and runs in a worker thread. Requests that arrive
-    while a batch is generating wait and form the next batch.
-    """
-
-    def __init__(self, run_batch: Callable[[list[list[int]], list[dict]], list[Reply]], max_batch_size: int,
-                 wait_s: float = 0.005, group_key: Callable[[dict], Any] = lambda s: None):
-        self.run_batch, self.max_batch_size, self.wait_s, self.group_key = run_batch, max_batch_size, wait_s, group_key
-        self._pending: list[tuple[list[int], dict, asyncio.Future]] = []
-        self._worker: asyncio.Task | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self.batch_sizes: list[int] = []  # observed, for tests and tuning
-
-    async def submit(self, prompt_ids: list[int], sampling: dict) -> Reply:
-        loop = asyncio.get_running_loop()
-        if loop is not self._loop:  # a new event loop (e.g. another run_sync): start afresh
-            self._loop, self._pending, self._worker = loop, [], None
-        future = loop.create_future()
-        self._pending.append((prompt_ids, sampling, future))
-        if self._worker is None or self._worker.done():
-            self._worker = loop.create_task(self._drain())
-        return await future
-
-    async def _drain(self) -> None:
-        while self._pending:
-            await asyncio.sleep(self.wait_s)  # let requests issued in the same tick join this batch
-            take = self._pending[: self.max_batch_size]
-            self._pending = self._pending[self.max_batch_size:]
-            groups: dict[Any, list] = {}
-            for request in take:
-                groups.setdefault(self.group_key(request[1]), []).append(request)
-            for requests in groups.values():
-                live = [r for r in requests if not r[2].cancelled()]
-                if not live:
-                    continue
-                self.batch_sizes.append(len(live))
-                try:
-                    replies = await asyncio.to_thread(self.run_batch, [r[0] for r in live], [r[1] for r in live])
-                except Exception as e:  # every waiter learns of the failure
-                    for _, _, fut in live:
-                        if not fut.done():
-                            fut.set_exception(e)
-                    continue
-                for (_, _, fut), reply in zip(live, replies):
-                    if not fut.done():
-                        fut.set_result(reply)
-
-
 class _TokenClient:
     """Shared by the in-process clients: chat = chat template + generate."""
 
     tokenizer: Any
     eos_ids: set[int]
-    _batcher: _Batcher
+    _batcher: Batcher
     max_new_tokens: int
     token_level = True
 
     def encode_prompt(self, messages: list[dict]) -> list[int]:
-        ids = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
-        return list(ids["input_ids"] if hasattr(ids, "keys") else ids)
+        # Remembered for plain role/content messages: a rollout renders each prompt num_generations times.
+        plain = all(m.keys() <= {"role", "content"} for m in messages)
+        key = tuple((m.get("role"), m.get("content")) for m in messages) if plain else None
+        cache = self.__dict__.setdefault("_prompt_ids", {})
+        if (ids := cache.get(key)) is None:
+            ids = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
+            ids = list(ids["input_ids"] if hasattr(ids, "keys") else ids)
+            if key is not None:
+                cache[key] = ids
+                while len(cache) > 256:
+                    cache.pop(next(iter(cache)))
+        return list(ids)
 
     def decode(self, ids: Sequence[int]) -> str:
         """The text of generated ids: exactly what the ids say (special tokens included, so the messages stay in
@@ -264,6 +225,9 @@ class _TokenClient:
 
     async def chat(self, messages: list[dict], **sampling) -> Reply:
         return await self.generate(self.encode_prompt(messages), **sampling)
+
+    def release(self, ids: Sequence[int]) -> None:
+        """The conversation `ids` is over: its cached key/values may go (a no-op where the engine manages them)."""
 
 
 # ------------------------------------------------------------------ in-process transformers
@@ -294,10 +258,15 @@ class _RowStops:
 
 class TransformersClient(_TokenClient):
     """An in-process transformers causal LM. Pass `name` to load one, or `model=` and `tokenizer=` to reuse a
-    model that is already loaded (the DAPO trainer passes its policy)."""
+    model that is already loaded (the DAPO trainer passes its policy).
+
+    `kv_cache_tokens` > 0 keeps up to that many tokens of key/values between calls (`wdlib.kv_cache`): a prompt that
+    continues a cached sequence (the next turn of a conversation, the shared prompt template) encodes only its new
+    tokens. The cache follows the weights: it empties itself when they change, and `invalidate()` empties it."""
 
     def __init__(self, name: str | None = None, *, model=None, tokenizer=None, device: str = "auto",
-                 dtype: str = "auto", max_new_tokens: int = 512, max_batch_size: int = 32, batch_wait_s: float = 0.005):
+                 dtype: str = "auto", max_new_tokens: int = 512, max_batch_size: int = 32, batch_wait_s: float = 0.005,
+                 kv_cache_tokens: int = 0):
         from wdlib import models
 
         if model is None:
@@ -315,17 +284,35 @@ class TransformersClient(_TokenClient):
         self.max_new_tokens = max_new_tokens
         self._lock = threading.Lock()  # one generate at a time on this model, whatever the caller's loop
         self._stop_cache: dict[tuple[str, ...], Any] = {}
+        self.prefix_cache = None
+        if kv_cache_tokens:
+            from wdlib import kv_cache
+
+            if kv_cache.supported(model):
+                self.prefix_cache = kv_cache.PrefixCache(kv_cache_tokens)
+            else:
+                log.warning("%s: no KV-cache reuse (sliding-window or linear-attention layers)", self.model_name)
         eos = model.generation_config.eos_token_id if model.generation_config is not None else None
         eos = eos if eos is not None else tokenizer.eos_token_id
         self.eos_ids = set(eos) if isinstance(eos, (list, tuple)) else {eos}
         # One transformers call takes one set of sampling settings; max_new_tokens may differ (rows are cut after).
-        self._batcher = _Batcher(self._run_batch, max_batch_size, batch_wait_s,
+        self._batcher = Batcher(self._run_batch, max_batch_size, batch_wait_s,
                                  group_key=lambda s: repr(sorted(kv for kv in s.items() if kv[0] != "max_new_tokens")))
 
     @classmethod
     def from_spec(cls, spec, device: str = "auto", **kwargs) -> "TransformersClient":
+        kwargs.setdefault("kv_cache_tokens", spec.kv_cache_tokens)
         return cls(spec.name, device=device, dtype=spec.dtype, max_new_tokens=spec.max_new_tokens,
                    max_batch_size=max(spec.concurrency, 1), **kwargs)
+
+    def release(self, ids: Sequence[int]) -> None:
+        if self.prefix_cache is not None:
+            self.prefix_cache.release(ids)
+
+    def invalidate(self) -> None:
+        """Forget every cached key/value (the weights changed)."""
+        if self.prefix_cache is not None:
+            self.prefix_cache.clear()
 
     def _stop_criteria(self, stop: tuple[str, ...]):
         """transformers' stop-string matcher, built once per set of strings (building it scans the whole
@@ -339,35 +326,47 @@ class TransformersClient(_TokenClient):
     def _run_batch(self, prompts: list[list[int]], samplings: list[dict]) -> list[Reply]:
         import torch
 
+        from wdlib import kv_cache
+
         s = samplings[0]
         max_new = max(x["max_new_tokens"] for x in samplings)
-        width = max(len(p) for p in prompts)
         pad = self.tokenizer.pad_token_id
-        device = next(self.model.parameters()).device
-        input_ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts], device=device)  # left padding
-        attention = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=device)
-        stops = _RowStops(self._stop_criteria(s["stop"]), self.eos_ids, width, len(prompts))
         temperature = s.get("temperature", 1.0)
         do_sample = temperature is not None and temperature > 0
         kwargs: dict[str, Any] = dict(max_new_tokens=max_new, do_sample=do_sample, pad_token_id=pad,
-                                      eos_token_id=sorted(self.eos_ids), stopping_criteria=[stops],
-                                      return_dict_in_generate=True, output_logits=bool(s.get("logprobs")))
+                                      eos_token_id=sorted(self.eos_ids), return_dict_in_generate=True,
+                                      output_logits=bool(s.get("logprobs")))
         if do_sample:
             kwargs.update(temperature=temperature, top_p=s.get("top_p", 1.0), top_k=s.get("top_k", 0))
-        if s.get("seed") is not None:
-            torch.manual_seed(s["seed"])
-        with self._lock, torch.no_grad():
+        reuse = self.prefix_cache is not None
+        with self._lock, torch.no_grad(), kv_cache.grouped_attention(self.model, enabled=reuse):
             was_training = self.model.training
             self.model.eval()
             try:
-                out = self.model.generate(input_ids=input_ids, attention_mask=attention, **kwargs)
+                # Left-padded rows; with reuse, each row starts from its longest cached prefix.
+                batch = kv_cache.prepare(self.prefix_cache, self.model, prompts, pad, max_new)
+                width = batch.width
+                stops = _RowStops(self._stop_criteria(s["stop"]), self.eos_ids, width, len(prompts))
+                if s.get("seed") is not None:
+                    torch.manual_seed(s["seed"])
+                out = self.model.generate(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
+                                          past_key_values=batch.past_key_values, stopping_criteria=[stops], **kwargs)
+                replies = self._replies(prompts, samplings, out, width, stops, temperature if do_sample else 1.0)
+                if reuse:
+                    kv_cache.keep(self.prefix_cache, batch, prompts, out.past_key_values,
+                                  [r.token_ids for r in replies])
             finally:
                 self.model.train(was_training)
+        return replies
+
+    def _replies(self, prompts, samplings, out, width: int, stops: _RowStops, temperature: float) -> list[Reply]:
+        import torch
+
         generated = out.sequences[:, width:].tolist()
         logprobs = None
-        if s.get("logprobs"):
+        if samplings[0].get("logprobs"):
             steps = torch.stack(out.logits, dim=1).float()  # (batch, steps, vocab), raw logits
-            steps = torch.log_softmax(steps / (temperature if do_sample else 1.0), dim=-1)
+            steps = torch.log_softmax(steps / temperature, dim=-1)
             chosen = out.sequences[:, width:width + steps.shape[1]].unsqueeze(-1)
             logprobs = steps.gather(-1, chosen).squeeze(-1).tolist()
         replies = []
@@ -402,9 +401,8 @@ class VLLMClient(_TokenClient):
         if llm is None:
             if name is None:
                 raise ValueError("VLLMClient needs a model name or llm=")
-            llm = vllm.LLM(model=models.resolve(name), dtype=dtype, gpu_memory_utilization=gpu_memory_utilization,
-                           tensor_parallel_size=tensor_parallel_size, max_model_len=max_model_len,
-                           **(engine_kwargs or {}))
+            llm = vllm.LLM(**vllm_engine_kwargs(models.resolve(name), dtype, gpu_memory_utilization,
+                                                tensor_parallel_size, max_model_len, engine_kwargs))
         self.llm = llm
         self.tokenizer = tokenizer if tokenizer is not None else llm.get_tokenizer()
         end = self.tokenizer.convert_tokens_to_ids("<|im_end|>")
@@ -412,7 +410,7 @@ class VLLMClient(_TokenClient):
         self.model_name = name or "vllm"
         self.max_new_tokens = max_new_tokens
         self._lock = threading.Lock()
-        self._batcher = _Batcher(self._run_batch, max_batch_size, batch_wait_s)
+        self._batcher = Batcher(self._run_batch, max_batch_size, batch_wait_s)
 
     @classmethod
     def from_spec(cls, spec, **kwargs) -> "VLLMClient":
@@ -444,6 +442,24 @@ class VLLMClient(_TokenClient):
                                  finish_reason="length" if o.finish_reason == "length" else "stop",
                                  token_ids=list(o.token_ids), logprobs=logprobs))
         return replies
+
+
+def vllm_engine_kwargs(model: str, dtype: str, gpu_memory_utilization: float, tensor_parallel_size: int,
+                       max_model_len: int | None, engine_kwargs: dict | None = None) -> dict:
+    """`vllm.LLM` arguments, with automatic prefix caching on (an agent re-sends the whole conversation at every turn,
+    and every trajectory starts with the same prompt: APC serves those tokens from the KV cache). vLLM V1 turns it on
+    by default; it is set explicitly so an engine default cannot turn it off. `engine_kwargs` override."""
+    return {"model": model, "dtype": dtype, "gpu_memory_utilization": gpu_memory_utilization,
+            "tensor_parallel_size": tensor_parallel_size, "max_model_len": max_model_len,
+            "enable_prefix_caching": True, **(engine_kwargs or {})}
+
+
+def prefix_caching_enabled(llm) -> bool | None:
+    """Whether a `vllm.LLM` runs with automatic prefix caching (None when the engine does not say)."""
+    engine = getattr(llm, "llm_engine", None)
+    config = getattr(engine, "vllm_config", None) or getattr(llm, "vllm_config", None)
+    value = getattr(getattr(config, "cache_config", None), "enable_prefix_caching", None)
+    return None if value is None else bool(value)
 
 
 # ------------------------------------------------------------------ factory

@@ -1,6 +1,6 @@
 """Run the numbered notebooks in order with one params YAML (papermill).
 
-    python -m wdlib.pipeline params/smoke.yaml                # all five
+    python -m wdlib.pipeline params/smoke.yaml                # all six
     python -m wdlib.pipeline params/smoke.yaml --only 03,04   # a subset
     python -m wdlib.pipeline params/smoke.yaml --resume       # skip notebooks that already completed
     python -m wdlib.pipeline params/7b.yaml --check           # only the preflight: what this machine lacks

@@ -196,17 +196,41 @@ def _series(log_history: list[dict], key: str) -> tuple[list[int], list[float]]:
     return [p[0] for p in points], [float(p[1]) for p in points]
 
 
-def dapo_reward(log_history: list[dict[str, Any]], title: str = "DAPO reward"):
-    """Reward per step: total (with overlong shaping), format and answer parts (unweighted means)."""
-    import plotly.graph_objects as go
+def rolling_mean(values: list[float], window: int) -> list[float]:
+    """Trailing mean over the last `window` values (fewer at the start)."""
+    out, total = [], 0.0
+    for i, v in enumerate(values):
+        total += v - (values[i - window] if i >= window else 0.0)
+        out.append(total / min(i + 1, window))
+    return out
 
-    fig = go.Figure()
-    for key, name in (("reward", "total (weighted)"), ("rewards/format_reward/mean", "format"),
-                      ("rewards/answer_reward/mean", "answer"), ("rewards/overlong_reward/mean", "overlong penalty")):
+
+def dapo_reward(log_history: list[dict[str, Any]], title: str = "DAPO reward", window: int = 5):
+    """Reward per step (faint markers) and its rolling mean over `window` steps (lines): total (with overlong
+    shaping), format and answer parts (unweighted means); the share of groups dynamic sampling kept (their rewards
+    differ, so they carry a learning signal) on the right axis."""
+    import plotly.graph_objects as go
+    from plotly.colors import DEFAULT_PLOTLY_COLORS as colors
+    from plotly.subplots import make_subplots
+
+    fig = make_subplots(specs=[[{"secondary_y": True}]])
+    series = (("reward", "total (weighted)"), ("rewards/format_reward/mean", "format"),
+              ("rewards/answer_reward/mean", "answer"), ("rewards/overlong_reward/mean", "overlong penalty"))
+    for i, (key, name) in enumerate(series):
         x, y = _series(log_history, key)
-        if x:
-            fig.add_trace(go.Scatter(x=x, y=y, mode="lines+markers", name=name))
-    fig.update_layout(title=title, xaxis_title="optimizer step", yaxis_title="mean reward", template="plotly_white")
+        if not x:
+            continue
+        fig.add_trace(go.Scatter(x=x, y=y, mode="markers", name=f"{name} (per step)", opacity=0.35,
+                                 marker={"color": colors[i]}, legendgroup=name, showlegend=False), secondary_y=False)
+        fig.add_trace(go.Scatter(x=x, y=rolling_mean(y, window), mode="lines", name=f"{name} ({window}-step mean)",
+                                 line={"color": colors[i]}, legendgroup=name), secondary_y=False)
+    x, y = _series(log_history, "dapo/kept_fraction")
+    if x:
+        fig.add_trace(go.Scatter(x=x, y=y, mode="lines", name="kept-group fraction", line={"dash": "dot",
+                                 "color": "grey"}), secondary_y=True)
+    fig.update_layout(title=title, xaxis_title="optimizer step", template="plotly_white")
+    fig.update_yaxes(title_text="mean reward", secondary_y=False)
+    fig.update_yaxes(title_text="kept-group fraction", range=[0, 1.05], secondary_y=True)
     return fig
 
 
@@ -244,8 +268,10 @@ def eval_scores(summary: dict[str, Any], benchmark: str, with_published: bool = 
             for metric in metrics:
                 v = (cell or {}).get(metric)
                 if v is not None and v == v:  # NaN: no data
+                    lo, hi = ((cell or {}).get("ci") or {}).get(metric) or (v, v)
                     rows.append({"level": "Avg." if lv == "avg" else LEVEL_TITLES.get(lv, lv), "metric": metric,
-                                 "model": model_title(label), "score (%)": 100 * v, "source": "this run"})
+                                 "model": model_title(label), "score (%)": 100 * v, "source": "this run",
+                                 "ci+": 100 * (hi - v), "ci-": 100 * (v - lo)})
     if with_published:
         backbones = {published_backbone(m.get("backbone", m["name"])) for m in summary["models"].values()} - {None}
         for row, by_bench in summary["published"]["pass@1"].items():  # "backbone | framework" → benchmark → level
@@ -254,10 +280,12 @@ def eval_scores(summary: dict[str, Any], benchmark: str, with_published: bool = 
                 for lv, v in by_bench[benchmark].items():
                     rows.append({"level": "Avg." if lv == "avg" else LEVEL_TITLES.get(lv, lv), "metric": "pass@1",
                                  "model": f"{backbone} {framework} (published)", "score (%)": v,
-                                 "source": "published"})
+                                 "source": "published", "ci+": 0.0, "ci-": 0.0})
+    # error bars: the 95% bootstrap CI over questions (summary "ci"); published rows have none
     fig = px.bar(rows, x="level", y="score (%)", color="model", facet_col="metric", barmode="group",
-                 category_orders={"metric": metrics},
-                 title=f"{BENCHMARK_TITLES.get(benchmark, benchmark)}: Pass@1, Pass@{k}, Cons@{k} (k={k} runs)")
+                 error_y="ci+", error_y_minus="ci-", category_orders={"metric": metrics},
+                 title=f"{BENCHMARK_TITLES.get(benchmark, benchmark)}: Pass@1, Pass@{k}, Cons@{k} (k={k} runs), "
+                       "95% CI")
     fig.for_each_trace(lambda t: t.update(marker_pattern_shape="/") if t.name.endswith("(published)") else None)
     fig.update_yaxes(range=[0, 100])
     return fig

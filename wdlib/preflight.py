@@ -14,7 +14,8 @@ an `accelerate launch`, so a GPU user's first failure is a list, not a crash an 
   on the hub; an OpenAI-compatible endpoint has its `base_url` and its key variable set (by name: values are never
   read into messages);
 - keys and data: `SERPAPI_API_KEY` (or `web.serpapi_key_env`) for SerpAPI search; GAIA (gated) needs `HF_TOKEN` or
-  `eval.gaia_path`; the files params point to exist (`agent.webdancer_prompt_file`, eval data);
+  `eval.gaia_path`; the files params point to exist (`agent.webdancer_prompt_file`, eval data, the checkpoint a
+  `report.model: sft | dapo` names when its training notebook is not selected);
 - disk: free space under the run folder ≥ an estimate of the checkpoints SFT and DAPO write (final model plus the
   trainer checkpoints with optimizer state, `save_total_limit` / `save_steps`).
 
@@ -36,7 +37,7 @@ from typing import Iterable, Mapping
 from wdlib.config import Config, ModelSpec
 from wdlib.launch import cuda_devices, launch_problems
 
-NOTEBOOKS = ("01", "02", "03", "04", "05")
+NOTEBOOKS = ("01", "02", "03", "04", "05", "06")
 
 
 @dataclass
@@ -52,12 +53,14 @@ class Problem:
 
 # ------------------------------------------------------------------ what each notebook uses
 def _judge_needed(cfg: Config, notebooks: set[str]) -> bool:
-    """Whether a selected notebook asks `models.judge` (LLM judge modes, the funnel's LLM review, audit judges)."""
+    """Whether a selected notebook asks `models.judge` (LLM judge modes, the funnel's LLM review, audit judges, the
+    report's LLM citation check)."""
     llm = cfg.judge.mode != "rules"
     modes = {cfg.eval.judge.get(b, cfg.judge.mode) for b in cfg.eval.benchmarks}
     audits = any(j.mode != "rules" and j.model is None for j in cfg.eval.judges)
     return bool(("01" in notebooks and (llm or cfg.filters.llm_quality_check)) or ("04" in notebooks and llm)
-                or ("05" in notebooks and (modes - {"rules"} or audits)))
+                or ("05" in notebooks and (modes - {"rules"} or audits))
+                or ("06" in notebooks and cfg.report.citation_check == "llm"))
 
 
 def models_used(cfg: Config, notebooks: set[str]) -> dict[str, ModelSpec]:
@@ -66,7 +69,7 @@ def models_used(cfg: Config, notebooks: set[str]) -> dict[str, ModelSpec]:
     policy = cfg.models.policy
     if "01" in notebooks:
         used["models.teacher"] = cfg.models.teacher
-    if notebooks & {"01", "04", "05"} and cfg.models.summarizer is not None:
+    if notebooks & {"01", "04", "05", "06"} and cfg.models.summarizer is not None:
         used["models.summarizer"] = cfg.models.summarizer
     if "03" in notebooks:
         used["sft.init" if cfg.sft.init else "models.policy"] = policy.model_copy(
@@ -82,8 +85,24 @@ def models_used(cfg: Config, notebooks: set[str]) -> dict[str, ModelSpec]:
         for j in cfg.eval.judges:
             if j.mode != "rules" and j.model is not None:
                 used[f"eval.judges.{j.name}.model"] = j.model
+    if "06" in notebooks:
+        used.update(_report_models(cfg, notebooks))
     if _judge_needed(cfg, notebooks) and cfg.models.judge is not None:
         used["models.judge"] = cfg.models.judge
+    return used
+
+
+def _report_models(cfg: Config, notebooks: set[str]) -> dict[str, ModelSpec]:
+    """Notebook 06's research model (as `wdlib.report.resolve_model` reads `report.model`) and its writer."""
+    name, policy, used = cfg.report.model.strip(), cfg.models.policy, {}
+    if name in cfg.eval.extra_models:
+        used[f"eval.extra_models.{name}"] = cfg.eval.extra_models[name]
+    elif name in ("base", "latest", "sft", "dapo"):  # latest falls back to base; sft / dapo: _check_data
+        used["models.policy"] = policy
+    else:
+        used["report.model"] = policy.model_copy(update={"name": name})
+    if cfg.report.writer is not None:
+        used["report.writer"] = cfg.report.writer
     return used
 
 
@@ -91,7 +110,7 @@ def models_used(cfg: Config, notebooks: set[str]) -> dict[str, ModelSpec]:
 def _gpus_needed(cfg: Config, notebooks: set[str]) -> list[tuple[str, int]]:
     """(params key, CUDA GPUs it needs) for what the selected notebooks run in this process."""
     needs = []
-    if cfg.run.device == "cuda" and notebooks & {"01", "03", "04", "05"}:
+    if cfg.run.device == "cuda" and notebooks & {"01", "03", "04", "05", "06"}:
         needs.append(("run.device", 1))
     if "03" in notebooks and cfg.sft.backend == "unsloth":
         needs.append(("sft.backend", max(1, cfg.sft.num_processes)))
@@ -164,12 +183,13 @@ def _check_model(key: str, spec: ModelSpec, env: Mapping[str, str], online_timeo
 
 def _check_data(cfg: Config, notebooks: set[str], env: Mapping[str, str]) -> list[Problem]:
     out = []
-    if notebooks & {"01", "03", "04", "05"} and cfg.agent.prompt == "webdancer":
+    if notebooks & {"01", "03", "04", "05", "06"} and cfg.agent.prompt == "webdancer":
         path = cfg.resolve_path(cfg.agent.webdancer_prompt_file)
         if not path.is_file():
             out.append(Problem("agent.webdancer_prompt_file", f"{path} not found",
                                "point it to WebDancer's released sample_traj.jsonl (or your copy)"))
-    if notebooks & {"01", "04", "05"} and cfg.web.search_backend == "serpapi" and not env.get(cfg.web.serpapi_key_env):
+    search = notebooks & {"01", "04", "05", "06"}
+    if search and cfg.web.search_backend == "serpapi" and not env.get(cfg.web.serpapi_key_env):
         out.append(Problem("web.serpapi_key_env", f"live search needs {cfg.web.serpapi_key_env}, which is not set",
                            f"export {cfg.web.serpapi_key_env}=... (serpapi.com), or web.search_backend: local"))
     if "05" in notebooks and "gaia" in cfg.eval.benchmarks:
@@ -185,6 +205,12 @@ def _check_data(cfg: Config, notebooks: set[str], env: Mapping[str, str]) -> lis
         if not cfg.resolve_path(cfg.eval.webwalkerqa_path).is_file():
             out.append(Problem("eval.webwalkerqa_path", f"{cfg.resolve_path(cfg.eval.webwalkerqa_path)} not found",
                                "fix the path, or set it to null to load WebWalkerQA from the hub", warning=True))
+    stage = cfg.report.model.strip()
+    if "06" in notebooks and stage in ("sft", "dapo") and {"sft": "03", "dapo": "04"}[stage] not in notebooks:
+        path = cfg.paths.checkpoint_dir(stage)
+        if not ((path / "config.json").is_file() or (path / "adapter_config.json").is_file()):
+            out.append(Problem("report.model", f"{stage}: no checkpoint at {path}",
+                               f"run notebook {'03' if stage == 'sft' else '04'} first, or report.model: latest"))
     if "03" in notebooks and cfg.sft.include_external:
         for p in cfg.trajectories.external:
             if not cfg.resolve_path(p).is_file():
@@ -274,7 +300,8 @@ def check(cfg: Config, notebooks: Iterable[str] | None = None, *, env: Mapping[s
             problems += _check_model(key, spec, env, online_timeout_s)
     if _judge_needed(cfg, nbs) and cfg.models.judge is None:
         problems.append(Problem("models.judge", "an LLM judge mode is set (judge.mode / eval.judge / "
-                                "filters.llm_quality_check) but no judge model", "set models.judge, or judge.mode: rules"))
+                                "filters.llm_quality_check / report.citation_check) but no judge model",
+                                "set models.judge, or judge.mode: rules (report.citation_check: lexical)"))
     problems += _check_data(cfg, nbs, env)
     problems += _check_disk(cfg, nbs)
     return problems

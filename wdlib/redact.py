@@ -10,8 +10,8 @@
 
 Where it applies: JSONL records (`wdlib.trajectory.append_jsonl`), every log record (`install_log_redaction`, done
 when wdlib is imported), the wandb config (`wdlib.tracking`), executed notebooks and stage errors
-(`wdlib.pipeline`). Params files cannot hold keys at all (`wdlib.config` rejects them at load). This module imports
-nothing from wdlib, so anything can use it.
+(`wdlib.pipeline`), report mode's files (`wdlib.report.run`), trajectory HTML (`wdlib.viewer`). Params files cannot
+hold keys at all (`wdlib.config` rejects them at load). This module imports nothing from wdlib, so anything can use it.
 """
 
 from __future__ import annotations

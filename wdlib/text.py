@@ -131,3 +131,32 @@ def bm25_tokenizer():
     import Stemmer
 
     return bm25s.tokenization.Tokenizer(stopwords="en", stemmer=Stemmer.Stemmer("english").stemWord)
+
+
+# ------------------------------------------------------------------ an entity described, not named
+_CLAUSE = re.compile(r",\s|;\s|\s(?=(?:which|who|whose|that|and|where|when|while|but)\s)")
+
+
+def describe(name: str, text: str, max_words: int = 25) -> str | None:
+    """A description of `name` from a text about it, without naming it, taken from its defining sentence:
+    "Alan Moore (born 1953) is an English author known for…" → "an English author known for…". Cut at a clause
+    boundary to at most `max_words` words. None when the text has no such sentence or the description would
+    still give the name away."""
+    text = re.sub(r"\s*\([^)]*\)", "", clean_text(text))  # "(born 1953)", pronunciations
+    m = re.search(rf"(?:^|(?<=[.!?\s]))(?:The\s+)?{re.escape(name)}\b[^.!?]{{0,60}}?\b(?:is|was|are|were)\s+"
+                  rf"(?P<desc>(?:a|an|the|one)\b.+?)(?=[.!?](?:\s|$)|$)", text, flags=re.I)
+    if not m:
+        return None
+    desc = m.group("desc").strip()
+    tokens = desc.split()
+    if len(tokens) > max_words:  # the longest prefix that ends at a clause boundary and fits
+        cuts = [c.start() for c in _CLAUSE.finditer(desc) if 4 <= len(desc[:c.start()].split()) <= max_words]
+        if not cuts:
+            return None
+        desc = desc[:cuts[-1]]
+    desc = re.sub(r"(?:[\s,;:]+(?:and|or|but|that|which|who|of|the|a|an|in|on|to|with|by|for))+$", "",
+                  desc.strip()).rstrip(",;: ")
+    proper = [w for w in re.findall(r"\w+", name) if w[:1].isupper() and len(w) > 3]
+    if any(re.search(rf"\b{re.escape(w)}\b", desc) for w in proper):
+        return None  # the description repeats the name ("Paris is the capital of the Paris region")
+    return desc if len(desc.split()) >= 3 else None

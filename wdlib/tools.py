@@ -12,10 +12,10 @@ never raises: a failure is an observation the agent can read. Search backends (`
 the local web, in process, the same index the server's /search endpoint answers from) and `serpapi`. Visit fetches
 through the loopback mirror (local mode) or the live web (one deadline and one size budget per visit, gzip/deflate
 decoded within it, content-type check, no file:// and only public addresses: `wdlib.netguard`), extracts the main
-text (trafilatura or newspaper3k; a PDF's text with pypdf, within the same byte cap and time limit), then picks
-goal-directed evidence (`wdlib.evidence`) with the summarizer model, or, without one or when it fails, extractively.
-With `web.snapshot`, live mode records every fetch, search and summarizer call into a WARC snapshot and `web.mode:
-replay` serves them from it, no network, no keys (`wdlib.snapshot`).
+text (trafilatura or newspaper3k, in worker processes: `wdlib.extract`; a PDF's text with pypdf, within the same byte
+cap and time limit), then picks goal-directed evidence (`wdlib.evidence`) with the summarizer model, or, without one
+or when it fails, extractively. With `web.snapshot`, live mode records every fetch, search and summarizer call into a
+WARC snapshot and `web.mode: replay` serves them from it, no network, no keys (`wdlib.snapshot`).
 """
 
 from __future__ import annotations
@@ -23,10 +23,11 @@ from __future__ import annotations
 import asyncio
 import ssl
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 from urllib.parse import urljoin, urlsplit
 
+from wdlib import extract
 from wdlib.config import Config, WebParams
 from wdlib.evidence import (EXTRACTOR_PROMPT, NO_CONTENT_EVIDENCE, NO_CONTENT_SUMMARY, extractive_evidence,
                             parse_evidence_json)
@@ -34,7 +35,7 @@ from wdlib.netguard import ACCEPT_ENCODING, BoundedDecoder, LiveTransport, check
 from wdlib.pdf import PDF_TYPES, is_pdf, pdf_text
 from wdlib.react import REQUIRED_ARGS, TOOL_NAMES, loads_json, observation, render_search, render_visit
 from wdlib.search import LocalSearch, SearchError, SerpApiSearch
-from wdlib.sites import html_links, html_text, url_key, web_dir
+from wdlib.sites import url_key, web_dir
 from wdlib.web import LocalWeb
 from wdlib.webserver import LocalWebServer
 
@@ -73,44 +74,6 @@ class _Body:
 
 DEADLINE_SLACK_S = 0.5  # past httpx's per-read timeout: a plain stall still reads as its ReadTimeout
 _UA = "Mozilla/5.0 (compatible; wdlib-webdancer/0.1; research agent)"
-
-
-# trafilatura and newspaper3k are not thread-safe: they evaluate module-level lxml XPath objects, which lxml
-# documents as unsafe to share between threads. Pages are parsed on worker threads (asyncio.to_thread), and two
-# extractions at once corrupted the heap (seen here: "double free or corruption", about 1 run in 10 of a 60-page
-# crawl). One extraction at a time; they hold the GIL for most of their work anyway.
-_EXTRACT_LOCK = threading.Lock()
-
-
-def extract_text(html: str, url: str | None = None, extractor: str = "trafilatura") -> str:
-    """Main text of a page with trafilatura or newspaper3k; the plain visible text when the extractor finds none."""
-    text = ""
-    if html.strip():
-        if extractor == "trafilatura":
-            import trafilatura
-
-            with _EXTRACT_LOCK:
-                text = trafilatura.extract(html, url=url, include_comments=False, include_tables=True,
-                                           favor_recall=True) or ""
-        elif extractor == "newspaper":
-            from newspaper import Article
-
-            article = Article(url or "http://localhost/", language="en", fetch_images=False, memoize_articles=False)
-            with _EXTRACT_LOCK:
-                article.download(input_html=html)
-                article.parse()
-            text = article.text or ""
-        else:
-            raise ValueError(f"unknown extractor {extractor!r}; use 'trafilatura' or 'newspaper'")
-    if len(text.strip()) < 40:  # short or empty: the extractors drop pages that look like navigation
-        import lxml.html
-
-        try:
-            fallback = html_text(lxml.html.fromstring(html))
-        except Exception:  # not HTML at all
-            fallback = ""
-        text = fallback if len(fallback) > len(text) else text
-    return text.strip()
 
 
 async def _pdf_page(url: str, status: int, content_type: str, body: bytes, *, truncated: bool, max_chars: int,
@@ -155,8 +118,11 @@ class Toolbox:
         self.server = None  # wdlib.webserver.LocalWebServer, in local mode
         self._backend = search_backend
         self._ssl = None
-        self._parsed: dict[str, tuple[str, list[str], str]] = {}  # local mode: url → (text, links, html)
+        self._parsed: dict[str, tuple[str, list[str], str]] = {}  # local mode: canonical url → (text, links, html)
         self._parsing: dict[tuple[int, str], asyncio.Future] = {}  # local mode: parses in flight, per event loop
+        self._pages: dict[str, FetchedPage] = {}  # local mode: requested url → the page fetched
+        self._pool = None  # wdlib.extract.ParsePool, started on first use
+        self._pool_lock = threading.Lock()
         self.stats = {"search": 0, "visit": 0, "fetch": 0, "errors": 0, "summarizer_fallbacks": 0}
         self.snapshot = None  # wdlib.snapshot.store.Snapshot: live mode records into it, replay mode serves from it
         self.summarizer_spec = None  # the summarizer's ModelSpec, when known: its cache key in a snapshot
@@ -220,6 +186,16 @@ class Toolbox:
             self.server = None
         if self.snapshot is not None:
             self.snapshot.close()  # record mode: the session goes into the manifest
+        if self._pool is not None:
+            self._pool.close()
+            self._pool = None
+
+    def _parse_pool(self):
+        """Page-parsing worker processes (`web.extract_workers`, default: the CPU cores), started on first use."""
+        with self._pool_lock:
+            if self._pool is None:
+                self._pool = extract.ParsePool(self.cfg.extract_workers, self.cfg.extract_timeout_s)
+            return self._pool
 
     def __enter__(self) -> "Toolbox":
         return self.open()
@@ -315,6 +291,8 @@ class Toolbox:
             hosts = ", ".join(sorted(self.web.hosts))
             return FetchedPage(url=url, error=f"{url} is not in the local web (this offline web mirrors {hosts}); "
                                               f"search first and visit a URL from the results")
+        if (page := self._pages.get(url)) is not None:  # local pages never change: no second request for a page
+            return replace(page, links=list(page.links))
         mirror = self.server.mirror_url(url)
         # verify= the cached context: httpx builds (and loads the CA bundle into) a new one per client otherwise,
         # ~30-70 ms per visit, for a loopback http request that never uses TLS
@@ -327,10 +305,16 @@ class Toolbox:
                                error=f"HTTP {r.status_code}: {url} is not in the local web (no such page)")
         canonical = r.headers.get("x-canonical-url", url)
         if is_pdf(content_type, r.content):
-            return await _pdf_page(canonical, r.status_code, content_type, r.content, truncated=False,
+            page = await _pdf_page(canonical, r.status_code, content_type, r.content, truncated=False,
                                    max_chars=self.cfg.visit_max_page_chars, timeout_s=self.cfg.live_timeout_s)
-        return await self._page(canonical, r.status_code, content_type, r.text,
-                                base=r.headers.get("content-location", canonical))
+        else:
+            page = await self._page(canonical, r.status_code, content_type, r.text,
+                                    base=r.headers.get("content-location", canonical))
+        if page.ok:
+            self._pages[url] = page
+            while len(self._pages) > 256:
+                self._pages.pop(next(iter(self._pages)))
+        return replace(page, links=list(page.links))
 
     async def _fetch_live(self, url: str) -> FetchedPage:
         """GET a live page within one budget: at most `live_max_bytes` read and decoded, all hops within
@@ -416,42 +400,35 @@ class Toolbox:
 
     async def _page(self, url: str, status: int, content_type: str, html: str, base: str) -> FetchedPage:
         def parse() -> tuple[str, list[str], str]:
-            import lxml.html
-
-            if content_type.startswith("text/plain"):
-                return html, [], html
-            text = extract_text(html, url, self.cfg.extractor)
-            try:
-                root = lxml.html.fromstring(html)
-            except Exception:  # not parseable: text only
-                return text, [], html
-            links = html_links(root, base)
-            body = html
-            if base != url:  # links are written relative to another address (pretty URLs): make them absolute
-                root.make_links_absolute(base)
-                body = lxml.html.tostring(root, encoding="unicode")
-            return text, links, body
+            args = (html, url, base, content_type, self.cfg.extractor)
+            if self.cfg.extract_workers == 0:  # in this process, one at a time (extract_text's lock)
+                return extract.parse_page(*args)
+            # a worker process; a crash or hang there is a ParseError
+            return self._parse_pool().run(extract.parse_page, *args)
 
         # Local pages never change: remember their parse (trafilatura takes ~1 s on the largest doc pages, and
         # rollouts visit the same pages again and again), and parse a page once even when a group's rollouts visit
-        # it at the same moment (they then share the one parse in flight instead of each parsing it on a thread).
-        if self.cfg.mode != "local":
-            # a snapshot holds the text and links extracted at recording (conversion records): replay reads them
-            cached = self.snapshot.parsed(url, self.cfg.extractor, html) if self.snapshot is not None else None
-            if cached is None:
-                cached = await asyncio.to_thread(parse)
-                if self.snapshot is not None and self.snapshot.mode == "record":
-                    self.snapshot.record_parsed(url, self.cfg.extractor, html, cached[0], cached[1])
-        elif (cached := self._parsed.get(url)) is None:
-            key = (id(asyncio.get_running_loop()), url)
-            pending = self._parsing.get(key)
-            if pending is None:
-                pending = self._parsing[key] = asyncio.ensure_future(asyncio.to_thread(parse))
-                pending.add_done_callback(lambda _: self._parsing.pop(key, None))
-            cached = await asyncio.shield(pending)
-            self._parsed[url] = cached
-            while len(self._parsed) > 256:
-                self._parsed.pop(next(iter(self._parsed)))
+        # it at the same moment (they then share the one parse in flight instead of each parsing it).
+        try:
+            if self.cfg.mode != "local":
+                # a snapshot holds the text and links extracted at recording (conversion records): replay reads them
+                cached = self.snapshot.parsed(url, self.cfg.extractor, html) if self.snapshot is not None else None
+                if cached is None:
+                    cached = await asyncio.to_thread(parse)
+                    if self.snapshot is not None and self.snapshot.mode == "record":
+                        self.snapshot.record_parsed(url, self.cfg.extractor, html, cached[0], cached[1])
+            elif (cached := self._parsed.get(url)) is None:
+                key = (id(asyncio.get_running_loop()), url)
+                pending = self._parsing.get(key)
+                if pending is None:
+                    pending = self._parsing[key] = asyncio.ensure_future(asyncio.to_thread(parse))
+                    pending.add_done_callback(lambda _: self._parsing.pop(key, None))
+                cached = await asyncio.shield(pending)
+                self._parsed[url] = cached
+                while len(self._parsed) > 256:
+                    self._parsed.pop(next(iter(self._parsed)))
+        except extract.ParseError as exc:
+            return FetchedPage(url=url, status=status, content_type=content_type, error=str(exc))
         text, links, body = cached
         if self.web is not None and self.cfg.mode == "local":
             links = list(dict.fromkeys((p.url if (p := self.web.lookup(u)) else u) for u in links))

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Iterable
 
 from wdlib.react import parse_turn
+from wdlib.redact import redact
 from wdlib.trajectory import Trajectory, read_jsonl
 
 CSS = """
@@ -216,7 +217,7 @@ def load_any(path: str | Path, limit: int | None = None) -> list[Trajectory]:
 def write_html(trajectories: Iterable[Trajectory | dict], path: str | Path, title: str = "Trajectories") -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(render_page(trajectories, title), encoding="utf-8")
+    path.write_text(redact(render_page(trajectories, title)), encoding="utf-8")  # key values: as in the JSONL records
     return path
 
 

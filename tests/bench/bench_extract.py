@@ -16,7 +16,7 @@ import time
 from collections import Counter
 
 from wdlib import config
-from wdlib.tools import extract_text
+from wdlib.extract import extract_text
 from wdlib.web import LocalWeb
 
 

@@ -8,6 +8,7 @@ agent's prompts.
 
 from __future__ import annotations
 
+import logging
 import time
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
@@ -18,20 +19,28 @@ from wdlib.aio import run_sync
 from wdlib.config import Config
 from wdlib.react import PromptTemplate, prompt_messages
 from wdlib.rewards import format_score
-from wdlib.trajectory import QAPair, Trajectory, append_jsonl, load_qa, load_sample_qa
+from wdlib.trajectory import QAPair, Trajectory, append_jsonl, load_qa, load_sample_qa, load_trajectories
+
+log = logging.getLogger(__name__)
 
 
 # ------------------------------------------------------------------ the RL dataset
 def load_questions(cfg: Config) -> list[QAPair]:
-    """The run's training QA (`cfg.paths.qa`, notebook 01); else `dapo.fallback_qa` (WebDancer's samples)."""
-    path = cfg.paths.qa
-    qa = [q for q in load_qa(path) if q.question and q.answer] if path.is_file() else []
+    """DAPO's questions: those not used in SFT (the paper's Figure 2: rollouts on the QA pairs the SFT stage did not
+    use): `cfg.paths.qa_dapo` (graded QA's DAPO split), then the training questions of `cfg.paths.qa` with no kept
+    trajectory in the SFT set `cfg.paths.sft_data`; when notebook 01 wrote neither, `dapo.fallback_qa`."""
+    used = {t.qa_id for t in load_trajectories(cfg.paths.sft_data)}
+    qa = [q for q in load_qa(cfg.paths.qa_dapo) + load_qa(cfg.paths.qa)
+          if q.question and q.answer and q.id not in used]
+    qa = list({q.id: q for q in qa}.values())
     if not qa:
+        why = (f"{cfg.paths.qa_dapo.name} and {cfg.paths.qa.name} hold no question that SFT did not use"
+               if cfg.paths.qa.is_file() else f"{cfg.paths.qa} is missing")
         seed = cfg.resolve_path(cfg.dapo.fallback_qa)
         if seed is None or not seed.is_file():
-            raise FileNotFoundError(f"no training questions: {path} is missing or empty and dapo.fallback_qa "
-                                    f"({cfg.dapo.fallback_qa}) does not exist; run notebook 01 first")
-        print(f"[dapo] {path} missing or empty: training on the QA in {seed} (dapo.fallback_qa)")
+            raise FileNotFoundError(f"no training questions: {why} and dapo.fallback_qa ({cfg.dapo.fallback_qa}) does "
+                                    "not exist; run notebook 01 first")
+        print(f"[dapo] {why}: training on the QA in {seed} (dapo.fallback_qa)")
         qa = [QAPair(question=r["question"], answer=r["answer"], source=r["tag"] or "webdancer", type=r["tag"] or "")
               for r in load_sample_qa(seed)]
     if cfg.dapo.max_questions is not None:
@@ -99,17 +108,23 @@ def rollout_batch(trajectories: list[Trajectory], max_completion_length: int, *,
 
 
 @contextmanager
-def policy_client(trainer, max_batch_size: int = 64) -> Iterator[Any]:
+def policy_client(trainer, max_batch_size: int = 64, kv_cache_tokens: int = 0) -> Iterator[Any]:
     """A token-level client over the trainer's current weights, for the duration of one rollout.
 
-    GPU with vLLM: the trainer's engine (TRL syncs the training weights into it before calling rollout_func), the
-    colocated `vllm.LLM` or the `trl vllm-serve` server. Otherwise: batched transformers `generate` on the
-    unwrapped training model (gathered under ZeRO-3 / FSDP, as TRL's own generation does).
+    GPU with vLLM: the trainer's engine (TRL syncs the training weights into it before calling rollout_func and resets
+    vLLM's prefix cache then), the colocated `vllm.LLM` or the `trl vllm-serve` server. Otherwise: batched
+    transformers `generate` on the unwrapped training model (gathered under ZeRO-3 / FSDP, as TRL's own generation
+    does), through `transformers_policy_client` (KV cache kept while the weights stay the same).
     """
-    from wdlib.llm import TransformersClient, VLLMClient
+    from wdlib.llm import VLLMClient, prefix_caching_enabled
 
     if trainer.use_vllm:
         engine = trainer.vllm_generation
+        if engine.mode == "colocate" and not getattr(trainer, "_wd_apc_checked", False):
+            trainer._wd_apc_checked = True
+            if prefix_caching_enabled(engine.llm) is False:
+                log.warning("vLLM's automatic prefix caching is off in TRL's colocated engine: every agent turn "
+                            "re-encodes the whole conversation (TRL builds the engine with vLLM's default, on in V1)")
         llm = engine.llm if engine.mode == "colocate" else _ServerEngine(engine.vllm_client, trainer.processing_class)
         yield VLLMClient(llm=llm, tokenizer=trainer.processing_class, max_batch_size=max_batch_size)
         return
@@ -121,7 +136,27 @@ def policy_client(trainer, max_batch_size: int = 64) -> Iterator[Any]:
             trainer.model_wrapped, trainer.accelerator, gather_deepspeed3_params=trainer.args.ds3_gather_for_generation))
         stack.enter_context(disable_gradient_checkpointing(trainer.model, trainer.args.gradient_checkpointing_kwargs))
         stack.enter_context(trainer._dist.summon_full_params(trainer.model_wrapped, recurse=False))
-        yield TransformersClient(model=unwrapped, tokenizer=trainer.processing_class, max_batch_size=max_batch_size)
+        yield transformers_policy_client(trainer, unwrapped, max_batch_size, kv_cache_tokens)
+
+
+def transformers_policy_client(trainer, model, max_batch_size: int, kv_cache_tokens: int):
+    """The trainer's in-process client, kept across rollouts: its KV cache (the prompt template, every trajectory's
+    earlier turns) serves all the rollouts of one optimizer step, dynamic sampling's refills included. A new step means
+    new weights: the cache is emptied explicitly here (and the cache also empties itself when it sees parameters
+    modified in place)."""
+    from wdlib.llm import TransformersClient
+
+    client = getattr(trainer, "_wd_policy_client", None)
+    if client is None or client.model is not model:  # first rollout, or a model re-gathered under ZeRO-3 / FSDP
+        client = TransformersClient(model=model, tokenizer=trainer.processing_class, max_batch_size=max_batch_size,
+                                    kv_cache_tokens=kv_cache_tokens)
+        client.weights_step = trainer.state.global_step
+        trainer._wd_policy_client = client
+    client._batcher.max_batch_size = max_batch_size
+    if client.weights_step != trainer.state.global_step:
+        client.invalidate()
+        client.weights_step = trainer.state.global_step
+    return client
 
 
 class _ServerEngine:
@@ -164,7 +199,8 @@ class AgentRollout:
 
     `prompts` are the dataset's message lists (system + user), already repeated num_generations times; the user
     message is mapped back to its question (and gold) through the dataset the rollout was built with.
-    `client_factory(trainer)` is a context manager yielding the generation client (default: `policy_client`).
+    `client_factory(trainer, max_batch_size=, kv_cache_tokens=)` is a context manager yielding the generation client
+    (default: `policy_client`).
     """
 
     def __init__(self, cfg: Config, toolbox: Any, qa: list[QAPair], client_factory: Callable = policy_client):
@@ -203,7 +239,8 @@ class AgentRollout:
 
     def __call__(self, prompts: list[list[dict]], trainer) -> dict[str, list]:
         start = time.perf_counter()
-        with self.client_factory(trainer, max_batch_size=self.cfg.dapo.rollout_concurrency) as client:
+        with self.client_factory(trainer, max_batch_size=self.cfg.dapo.rollout_concurrency,
+                                 kv_cache_tokens=self.cfg.models.policy.kv_cache_tokens) as client:
             trajectories = self.run(prompts, client)
         self.last_trajectories = trajectories
         out = rollout_batch(trajectories, self.cfg.dapo.max_completion_length,

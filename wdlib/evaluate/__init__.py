@@ -22,7 +22,7 @@ re-exports.
 
 from wdlib.evaluate.benchmarks import (BENCHMARKS, GAIA_LEVELS, WEBWALKERQA_LEVELS, Benchmark, BenchmarkError,
                                        judge_mode, load_benchmark, load_benchmarks, load_gaia, load_local,
-                                       load_webwalkerqa, local_level, take_evenly)
+                                       load_qa_file, load_webwalkerqa, local_level, take_evenly)
 from wdlib.evaluate.audit import audit, cohen_kappa, write_audit_page
 from wdlib.evaluate.metrics import (all_at_k, as_array, behaviour, best_pass_at_1, bootstrap_ci, cons_at_k, is_invalid,
                                     judging, load_results, paired_bootstrap, pass_at_1, pass_at_k, run_accuracies,
@@ -36,7 +36,7 @@ from wdlib.labels import metric_names, model_title, published_backbone
 
 __all__ = [
     "BENCHMARKS", "GAIA_LEVELS", "WEBWALKERQA_LEVELS", "Benchmark", "BenchmarkError", "load_benchmark",
-    "load_benchmarks", "load_gaia", "load_local", "load_webwalkerqa", "local_level", "take_evenly",
+    "load_benchmarks", "load_gaia", "load_local", "load_qa_file", "load_webwalkerqa", "local_level", "take_evenly",
     "audit", "cohen_kappa", "write_audit_page",
     "all_at_k", "as_array", "behaviour", "best_pass_at_1", "bootstrap_ci", "cons_at_k", "is_invalid", "judging",
     "load_results", "paired_bootstrap", "pass_at_1", "pass_at_k", "run_accuracies", "score", "score_model",

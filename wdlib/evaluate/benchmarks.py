@@ -1,6 +1,6 @@
 """Evaluation benchmarks: GAIA (text-only validation questions, levels 1/2/3), WebWalkerQA (680 test questions,
-easy/medium/hard) and the local-web set (the run's held-out synthesized QA), as QAPairs with their levels;
-`eval.limit` takes the first questions evenly across levels.
+easy/medium/hard), the local-web set (the run's held-out synthesized QA) and any QA file (`load_qa_file`), as
+QAPairs with their levels; `eval.limit` takes the first questions evenly across levels.
 """
 
 from __future__ import annotations
@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Sequence
@@ -67,12 +68,12 @@ def _read_records(path: Path) -> list[dict]:
             if line.strip():
                 try:
                     rows.append(json.loads(line))
-                except json.JSONDecodeError as exc:
+                except (ValueError, RecursionError) as exc:  # not JSON, or nested too deep to read
                     raise BenchmarkError(f"{path}:{n}: not valid JSON: {exc}") from None
         return rows
     try:
         data = json.loads(text)
-    except json.JSONDecodeError as exc:
+    except (ValueError, RecursionError) as exc:
         raise BenchmarkError(f"{path}: not valid JSON: {exc}") from None
     if isinstance(data, dict):
         data = data.get("data", data.get("rows"))
@@ -271,6 +272,25 @@ def load_benchmark(name: str, cfg: Config) -> Benchmark:
 def judge_mode(cfg: Config, benchmark: str) -> str:
     """The judge mode of a benchmark: `eval.judge[benchmark]`, else `judge.mode`."""
     return cfg.eval.judge.get(benchmark, cfg.judge.mode)
+
+
+def load_qa_file(path: str | Path, name: str | None = None) -> Benchmark:
+    """Any QA file as a benchmark: a .json list or .jsonl of records with `question`, `answer` and an optional `level`
+    (or `difficulty`); the benchmark is named after the file unless `name` is given. Levels are the records' own."""
+    path = Path(path)
+    items = []
+    for n, row in enumerate(_read_records(path), 1):
+        question, answer = _pick(row, "question", "Question"), _pick(row, "answer", "Final answer")
+        if not isinstance(question, str) or not question.strip() or answer is None or not str(answer).strip():
+            raise BenchmarkError(f"{path}: record {n} needs a non-empty `question` and `answer`")
+        level = _pick(row, "level", "difficulty", default="all")
+        items.append(QAPair(question=question.strip(), answer=str(answer).strip(), source=path.stem,
+                            type=str(row.get("type", "")), difficulty=str(level),
+                            provenance={"file": str(path), "line": n}))
+    if not items:
+        raise BenchmarkError(f"{path}: no questions")
+    return Benchmark(name or re.sub(r"[^A-Za-z0-9_-]+", "_", path.stem), items,
+                     sorted({str(q.difficulty) for q in items}))
 
 
 def load_benchmarks(cfg: Config) -> tuple[dict[str, Benchmark], dict[str, str]]:

@@ -1,8 +1,8 @@
 """SFT data: agent trajectories → conversations → tokens and the loss mask, with tool responses (observations)
 masked from the loss.
 
-  trajectories (ours: `cfg.paths.sft_data`; scripted format demonstrations `cfg.paths.format_demos` when notebook 01
-  wrote them (CPU smoke scale, `wdlib.synthesis.demos`); WebDancer's released samples when `sft.include_external`)
+  trajectories (ours: `cfg.paths.sft_data`, the funnel's kept teacher trajectories of notebook 01; WebDancer's released
+  samples when `sft.include_external`)
   → ChatML conversations (tool responses are *user* turns `<tool_response>…</tool_response>`)
   → `encode()`: the chat template TRL trains with (its Qwen2.5 training template, with `{% generation %}` markers)
     renders and tokenizes each conversation and returns the assistant mask (1 = trained: every assistant token
@@ -97,9 +97,6 @@ def load_conversations(cfg: Config) -> tuple[list[list[dict[str, str]]], dict[st
     else:
         stats["messages"].append(f"no trajectories of this run yet ({ours} missing: run notebook 01 first)")
         stats["sources"]["run"] = 0
-    demos = cfg.paths.format_demos
-    if demos.is_file():  # scripted format demonstrations (CPU smoke scale, `trajectories.format_demos`)
-        add(load_trajectories(demos), "format_demos")
     if cfg.sft.include_external:
         rng = random.Random(cfg.run.seed)
         for p in cfg.trajectories.external:

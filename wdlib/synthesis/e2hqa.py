@@ -22,7 +22,7 @@ from wdlib.config import Config
 from wdlib.react import parse_search_results
 from wdlib.synthesis.crawl import CrawledPage, crawl, page_from_fetch, unusable
 from wdlib.synthesis.qa import QUOTED, content_words, dedupe, leaks, normalize
-from wdlib.text import clean_text
+from wdlib.text import clean_text, describe
 from wdlib.trajectory import QAPair, load_sample_qa
 
 _QUESTION_WORDS = {"what", "which", "who", "whom", "whose", "when", "where", "why", "how", "in", "on", "at", "the",
@@ -105,34 +105,6 @@ def _resolve(entity: str, question: str, results: list[dict]) -> tuple[str, list
             wider = question[at:at + len(name)]
             return wider, [x for x in results if _about(x, wider)]
     return entity, []
-
-
-_CLAUSE = re.compile(r",\s|;\s|\s(?=(?:which|who|whose|that|and|where|when|while|but)\s)")
-
-
-def describe(name: str, text: str, max_words: int = 25) -> str | None:
-    """A description of `name` from a text about it, without naming it, taken from its defining sentence:
-    "Alan Moore (born 1953) is an English author known for…" → "an English author known for…". Cut at a clause
-    boundary to at most `max_words` words. None when the text has no such sentence or the description would
-    still give the name away."""
-    text = re.sub(r"\s*\([^)]*\)", "", clean_text(text))  # "(born 1953)", pronunciations
-    m = re.search(rf"(?:^|(?<=[.!?\s]))(?:The\s+)?{re.escape(name)}\b[^.!?]{{0,60}}?\b(?:is|was|are|were)\s+"
-                  rf"(?P<desc>(?:a|an|the|one)\b.+?)(?=[.!?](?:\s|$)|$)", text, flags=re.I)
-    if not m:
-        return None
-    desc = m.group("desc").strip()
-    tokens = desc.split()
-    if len(tokens) > max_words:  # the longest prefix that ends at a clause boundary and fits
-        cuts = [c.start() for c in _CLAUSE.finditer(desc) if 4 <= len(desc[:c.start()].split()) <= max_words]
-        if not cuts:
-            return None
-        desc = desc[:cuts[-1]]
-    desc = re.sub(r"(?:[\s,;:]+(?:and|or|but|that|which|who|of|the|a|an|in|on|to|with|by|for))+$", "",
-                  desc.strip()).rstrip(",;: ")
-    proper = [w for w in re.findall(r"\w+", name) if w[:1].isupper() and len(w) > 3]
-    if any(re.search(rf"\b{re.escape(w)}\b", desc) for w in proper):
-        return None  # the description repeats the name ("Paris is the capital of the Paris region")
-    return desc if len(desc.split()) >= 3 else None
 
 
 def template_rewrite(question: str, entity: str, description: str) -> str:

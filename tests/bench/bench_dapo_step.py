@@ -1,0 +1,94 @@
+"""DAPO step time on params/smoke.yaml: rollouts that re-encode every turn (`models.policy.kv_cache_tokens: 0`) vs
+KV-cache reuse, same settings and seed, side by side in one run. Goal: >= 2x less time per step.
+
+DAPO starts from a format-SFT checkpoint, or the rollouts are single malformed turns: `--init PATH`, or one is built
+here as `bench_dapo_learning.py` builds it (template CrawlQA over the local docs, scripted demonstrations, 16 SFT
+steps). Each side then trains `--steps` DAPO steps from it in its own run folder (smoke's DAPO settings: one group of
+4 rollouts per step, up to 3 turns, dynamic sampling with one refill). Seconds per step = wall time of `train()` /
+steps, beside the trainer's own split into rollout and training time.
+
+On a checkout from before `kv_cache_tokens` existed only the `plain` side runs: run it there with the same --init
+(PYTHONPATH=that-checkout) to compare with the code as it was.
+
+    .venv/bin/python tests/bench/bench_dapo_step.py [--init PATH] [--steps 2] [--sides plain,reuse]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench_dapo_learning's helpers
+
+from bench_dapo_learning import local_qa, scripted_sft  # noqa: E402
+from wdlib import config  # noqa: E402
+from wdlib.dapo import train  # noqa: E402
+from wdlib.trajectory import write_jsonl  # noqa: E402
+
+
+def side(cfg, name: str, init: str, qa, steps: int, kv_cache_tokens: int | None) -> dict:
+    cfg = cfg.model_copy(deep=True)
+    cfg.run.name = f"{cfg.run.name}-{name}"
+    if kv_cache_tokens is not None:
+        cfg.models.policy.kv_cache_tokens = kv_cache_tokens
+    d = cfg.dapo
+    d.init, d.max_steps, d.save_steps = init, steps, 10 ** 6
+    cfg.run_dir.mkdir(parents=True, exist_ok=True)
+    write_jsonl(cfg.run_dir / "qa.jsonl", qa)
+    start = time.perf_counter()
+    summary = train(cfg, resume=False)
+    wall = time.perf_counter() - start
+    logs = [h for h in summary["log_history"] if "reward" in h]
+    mean = lambda key: statistics.mean(h.get(key, float("nan")) for h in logs)  # noqa: E731
+    result = {"wall_s": wall, "steps": summary["global_step"], "s_per_step": wall / max(1, summary["global_step"]),
+              "rollout_s": mean("time/rollout_s"), "train_s": mean("time/train_s"), "turns": mean("rollout/turns"),
+              "tool_calls": mean("rollout/tool_calls"), "reward": mean("reward"),
+              "kept": mean("dapo/kept_groups"), "refills": mean("dapo/refills")}
+    print(f"{name:6s} {result['steps']} steps in {wall:6.0f} s = {result['s_per_step']:6.1f} s/step (per step: rollout "
+          f"{result['rollout_s']:6.1f} s incl. refills, training {result['train_s']:6.1f} s) | turns "
+          f"{result['turns']:.2f}, tool calls {result['tool_calls']:.2f}, reward {result['reward']:+.3f}, "
+          f"refills {result['refills']:.1f}", flush=True)
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--params", default="params/smoke.yaml")
+    parser.add_argument("--init", default=None, help="DAPO init checkpoint (default: build a format-SFT one)")
+    parser.add_argument("--steps", type=int, default=2)
+    parser.add_argument("--sides", default="plain,reuse")
+    parser.add_argument("--questions", type=int, default=8)
+    parser.add_argument("--out", default="/tmp/dapo-step")
+    args = parser.parse_args()
+    torch.set_num_threads(2)
+
+    cfg = config.load(args.params)
+    cfg.run.output_dir, cfg.run.name = args.out, f"step-{int(time.time())}"
+    cfg.wandb.mode = "disabled"
+    cfg.run_dir.mkdir(parents=True, exist_ok=True)
+    qa = local_qa(cfg, 44, 60, cfg.run.seed)
+    init = args.init or scripted_sft(cfg, qa[args.questions:], 16, 2e-4, 1280, 0.3)
+    has_reuse = "kv_cache_tokens" in type(cfg.models.policy).model_fields
+    d = cfg.dapo
+    print(f"init {init}; {args.steps} DAPO steps per side; {d.num_generations} rollouts per group, "
+          f"{d.per_device_train_batch_size} per step, max_turns {d.max_turns}, {d.max_new_tokens_per_turn} tokens per "
+          f"turn, max_refills {d.max_refills}; torch threads {torch.get_num_threads()}", flush=True)
+    results = {}
+    for name in args.sides.split(","):
+        if name == "reuse" and not has_reuse:
+            print("reuse: this checkout has no models.policy.kv_cache_tokens; skipped")
+            continue
+        tokens = None if not has_reuse else (0 if name == "plain" else cfg.models.policy.kv_cache_tokens)
+        results[name] = side(cfg, name, init, qa[: args.questions], args.steps, tokens)
+    if len(results) == 2:
+        print(f"DAPO step speed-up: {results['plain']['s_per_step'] / results['reuse']['s_per_step']:.1f}x "
+              f"(rollout {results['plain']['rollout_s'] / results['reuse']['rollout_s']:.1f}x; goal >= 2x per step)")
+
+
+if __name__ == "__main__":
+    main()
