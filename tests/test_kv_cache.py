@@ -4,6 +4,7 @@ re-encoding everything, the cache's bookkeeping, and invalidation when the weigh
 from __future__ import annotations
 
 import asyncio
+import copy
 from types import SimpleNamespace
 
 import numpy as np
@@ -191,3 +192,29 @@ def test_the_agent_releases_a_finished_trajectory(plain):
     assert trajectory.turns == 2  # 8 tokens never finish a turn: the second turn continues the first one's cache
     assert client.prefix_cache.stats["reused_tokens"] > len(trajectory.tokens["prompt_ids"])
     assert len(client.prefix_cache) == 0 and client.prefix_cache.stats["released"] == 1
+
+
+@pytest.mark.slow
+def test_the_agent_releases_a_failed_trajectory_too(plain):
+    from wdlib.agent import run_agent
+
+    class Tools:
+        async def call(self, name, arguments):
+            return "nothing found\n"
+
+    client = reusing(plain)
+    generate, calls = client.generate, []
+
+    async def fails_on_the_second_turn(ids, **kwargs):  # a reply the agent cannot read, after the cache was used
+        calls.append(len(ids))
+        reply = await generate(ids, **kwargs)
+        if len(calls) == 2:
+            reply = copy.copy(reply)
+            reply.prompt_tokens = "backend lost"  # raises where the agent adds it up, outside any except
+        return reply
+
+    client.generate = fails_on_the_second_turn
+    trajectory = asyncio.run(run_agent("What is 2 + 2?", client, Tools(), max_turns=2,
+                                       sampling={"temperature": 0, "max_new_tokens": 8}))
+    assert trajectory.finish_reason == "error" and "TypeError" in trajectory.error
+    assert client.prefix_cache.stats["released"] == 1 and len(client.prefix_cache) == 0

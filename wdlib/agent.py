@@ -232,73 +232,74 @@ async def _episode(question: str, client, toolbox, messages: list[dict], *, gold
     usage = {"prompt_tokens": 0, "completion_tokens": 0}
     model_s = tool_s = 0.0
     t_start = time.perf_counter()
-    while True:
-        max_new = min(turn_tokens, budget - used)
-        if max_new < min_turn:
-            finish = forced or "max_tokens"
-            break
-        t0 = time.perf_counter()
-        try:
-            if transcript:
-                reply = await client.generate(transcript.ids, max_new_tokens=max_new, stop=STOP_STRINGS, **sampling)
-            else:
-                reply = await client.chat(messages, max_new_tokens=max_new, stop=STOP_STRINGS, **sampling)
-        except Exception as e:
-            model_s += time.perf_counter() - t0
-            finish, error = "error", f"{type(e).__name__}: {e}"
-            break
-        model_s += time.perf_counter() - t0
-        turns += 1
-        usage["prompt_tokens"] += reply.prompt_tokens
-        usage["completion_tokens"] += reply.completion_tokens
-        text = (transcript.turn_prefix if transcript else "") + reply.text
-        if reply.reasoning_content and "<think>" not in text:  # long CoT: the model's reasoning is the <think>
-            text = f"<think>\n{reply.reasoning_content.strip()}\n</think>\n{text.lstrip()}"
-        messages.append({"role": "assistant", "content": text})
-        turn = parse_turn(text)
-        last_turn = turn.answer is not None or forced is not None or turns >= max_turns
-        if transcript:
-            # A turn that ended on eos or a stop string is closed with <|im_end|>; a turn cut off by the length
-            # limit is closed only if the conversation goes on (so a truncated final turn still looks truncated).
-            transcript.add_model(reply, close=reply.finish_reason == "stop" or not last_turn)
-            used = len(transcript)
-        elif reply.prompt_tokens:  # the server's count of the conversation so far
-            used = reply.prompt_tokens + reply.completion_tokens
-        else:
-            used += _estimate_tokens(text)
-        if turn.answer is not None:
-            prediction, finish = turn.answer, forced or "answer"
-            break
-        if last_turn:
-            finish = forced or "max_turns"
-            break
-
-        if turn.tool_call is not None:
-            calls.append(turn.tool_call.to_dict())
+    try:
+        while True:
+            max_new = min(turn_tokens, budget - used)
+            if max_new < min_turn:
+                finish = forced or "max_tokens"
+                break
             t0 = time.perf_counter()
-            result = await _call_tool(toolbox, turn.tool_call)
-            tool_s += time.perf_counter() - t0
-        else:
-            result = error_observation(turn.error or "malformed turn")
-        count = (lambda text: len(transcript.observation_ids(text))) if transcript else _estimate_observation
-        if turns + 1 >= max_turns:
-            forced = "max_turns"
-        elif used + count(tool_response(result)) + turn_tokens > budget:
-            forced = "max_tokens"
-        suffix = "\n\n" + FINAL_ANSWER_INSTRUCTION if forced else ""
-        content = _fit_observation(result, suffix, count, room=budget - used - min_turn)
-        if content is None:  # not even a cut observation fits: the context is full
-            finish = forced or "max_tokens"
-            break
-        messages.append({"role": "user", "content": content})
-        if transcript:
-            transcript.add_observation(transcript.observation_ids(content))
-            used = len(transcript)
-        else:
-            used += count(content)
+            try:
+                if transcript:
+                    reply = await client.generate(transcript.ids, max_new_tokens=max_new, stop=STOP_STRINGS, **sampling)
+                else:
+                    reply = await client.chat(messages, max_new_tokens=max_new, stop=STOP_STRINGS, **sampling)
+            except Exception as e:
+                model_s += time.perf_counter() - t0
+                finish, error = "error", f"{type(e).__name__}: {e}"
+                break
+            model_s += time.perf_counter() - t0
+            turns += 1
+            usage["prompt_tokens"] += reply.prompt_tokens
+            usage["completion_tokens"] += reply.completion_tokens
+            text = (transcript.turn_prefix if transcript else "") + reply.text
+            if reply.reasoning_content and "<think>" not in text:  # long CoT: the model's reasoning is the <think>
+                text = f"<think>\n{reply.reasoning_content.strip()}\n</think>\n{text.lstrip()}"
+            messages.append({"role": "assistant", "content": text})
+            turn = parse_turn(text)
+            last_turn = turn.answer is not None or forced is not None or turns >= max_turns
+            if transcript:
+                # A turn that ended on eos or a stop string is closed with <|im_end|>; a turn cut off by the length
+                # limit is closed only if the conversation goes on (so a truncated final turn still looks truncated).
+                transcript.add_model(reply, close=reply.finish_reason == "stop" or not last_turn)
+                used = len(transcript)
+            elif reply.prompt_tokens:  # the server's count of the conversation so far
+                used = reply.prompt_tokens + reply.completion_tokens
+            else:
+                used += _estimate_tokens(text)
+            if turn.answer is not None:
+                prediction, finish = turn.answer, forced or "answer"
+                break
+            if last_turn:
+                finish = forced or "max_turns"
+                break
 
-    if transcript and hasattr(client, "release"):  # the client may drop this conversation's cached key/values
-        client.release(transcript.ids)
+            if turn.tool_call is not None:
+                calls.append(turn.tool_call.to_dict())
+                t0 = time.perf_counter()
+                result = await _call_tool(toolbox, turn.tool_call)
+                tool_s += time.perf_counter() - t0
+            else:
+                result = error_observation(turn.error or "malformed turn")
+            count = (lambda text: len(transcript.observation_ids(text))) if transcript else _estimate_observation
+            if turns + 1 >= max_turns:
+                forced = "max_turns"
+            elif used + count(tool_response(result)) + turn_tokens > budget:
+                forced = "max_tokens"
+            suffix = "\n\n" + FINAL_ANSWER_INSTRUCTION if forced else ""
+            content = _fit_observation(result, suffix, count, room=budget - used - min_turn)
+            if content is None:  # not even a cut observation fits: the context is full
+                finish = forced or "max_tokens"
+                break
+            messages.append({"role": "user", "content": content})
+            if transcript:
+                transcript.add_observation(transcript.observation_ids(content))
+                used = len(transcript)
+            else:
+                used += count(content)
+    finally:  # also when the episode fails: the client drops this conversation's cached key/values
+        if transcript and hasattr(client, "release"):
+            client.release(transcript.ids)
     sampling_record = {**sampling, "max_new_tokens": turn_tokens, "max_turns": max_turns,
                        "prompt": _prompt_name(prompt),
                        "max_total_tokens": max_total_tokens}

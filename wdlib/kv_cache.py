@@ -119,10 +119,12 @@ class PrefixCache:
                 self.tokens -= len(entry.ids)
 
     def release(self, ids: Sequence[int]) -> None:
-        """A trajectory whose conversation is `ids` is finished: drop its entries (not the shared prefixes)."""
+        """A trajectory whose conversation is `ids` is finished: drop its entries (not the shared prefixes), also one
+        that runs past `ids` (a reply generated but never recorded, when the episode failed right after it)."""
         ids = np.asarray(ids, dtype=np.int64)
         with self._lock:
-            done = [k for k, e in self.entries.items() if not e.shared and common_prefix(e.ids, ids) == len(e.ids)]
+            done = [k for k, e in self.entries.items()
+                    if not e.shared and common_prefix(e.ids, ids) in (len(e.ids), len(ids))]
             for key in done:
                 self.drop(key)
             self.stats["released"] += len(done)
