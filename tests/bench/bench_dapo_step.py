@@ -1,16 +1,17 @@
 """DAPO step time on params/smoke.yaml: rollouts that re-encode every turn (`models.policy.kv_cache_tokens: 0`) vs
 KV-cache reuse, same settings and seed, side by side in one run. Goal: >= 2x less time per step.
 
-DAPO starts from a format-SFT checkpoint, or the rollouts are single malformed turns: `--init PATH`, or one is built
-here as `bench_dapo_learning.py` builds it (template CrawlQA over the local docs, scripted demonstrations, 16 SFT
-steps). Each side then trains `--steps` DAPO steps from it in its own run folder (smoke's DAPO settings: one group of
-4 rollouts per step, up to 3 turns, dynamic sampling with one refill). Seconds per step = wall time of `train()` /
-steps, beside the trainer's own split into rollout and training time.
+DAPO starts from an SFT checkpoint that writes well-formed turns, or the rollouts are single malformed turns: by
+default the smoke run's (`make smoke` first: `outputs/smoke/checkpoints/sft`, trained on the graded teacher episodes),
+with its DAPO questions (`qa_dapo.jsonl`); `--init PATH --qa FILE` for others. Each side then trains `--steps` DAPO
+steps from it in its own run folder (smoke's DAPO settings: one group of 4 rollouts per step, up to 3 turns, dynamic
+sampling with one refill). Seconds per step = wall time of `train()` / steps, beside the trainer's own split into
+rollout and training time.
 
 On a checkout from before `kv_cache_tokens` existed only the `plain` side runs: run it there with the same --init
 (PYTHONPATH=that-checkout) to compare with the code as it was.
 
-    .venv/bin/python tests/bench/bench_dapo_step.py [--init PATH] [--steps 2] [--sides plain,reuse]
+    .venv/bin/python tests/bench/bench_dapo_step.py [--init PATH] [--qa FILE] [--steps 2] [--sides plain,reuse]
 """
 
 from __future__ import annotations
@@ -23,12 +24,9 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench_dapo_learning's helpers
-
-from bench_dapo_learning import local_qa, scripted_sft  # noqa: E402
-from wdlib import config  # noqa: E402
-from wdlib.dapo import train  # noqa: E402
-from wdlib.trajectory import write_jsonl  # noqa: E402
+from wdlib import config
+from wdlib.dapo import train
+from wdlib.trajectory import load_qa, write_jsonl
 
 
 def side(cfg, name: str, init: str, qa, steps: int, kv_cache_tokens: int | None) -> dict:
@@ -59,7 +57,8 @@ def side(cfg, name: str, init: str, qa, steps: int, kv_cache_tokens: int | None)
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--params", default="params/smoke.yaml")
-    parser.add_argument("--init", default=None, help="DAPO init checkpoint (default: build a format-SFT one)")
+    parser.add_argument("--init", default=None, help="DAPO init checkpoint (default: the smoke run's SFT checkpoint)")
+    parser.add_argument("--qa", default=None, help="DAPO questions (default: the smoke run's qa_dapo.jsonl)")
     parser.add_argument("--steps", type=int, default=2)
     parser.add_argument("--sides", default="plain,reuse")
     parser.add_argument("--questions", type=int, default=8)
@@ -68,11 +67,15 @@ def main() -> None:
     torch.set_num_threads(2)
 
     cfg = config.load(args.params)
+    init = Path(args.init) if args.init else cfg.paths.checkpoint_dir("sft")
+    qa_file = Path(args.qa) if args.qa else cfg.paths.qa_dapo
+    if not (init / "config.json").is_file() or not qa_file.is_file():
+        sys.exit(f"needs an SFT checkpoint ({init}) and DAPO questions ({qa_file}): run `make smoke` first, or pass "
+                 "--init and --qa")
+    qa = load_qa(qa_file)
     cfg.run.output_dir, cfg.run.name = args.out, f"step-{int(time.time())}"
     cfg.wandb.mode = "disabled"
     cfg.run_dir.mkdir(parents=True, exist_ok=True)
-    qa = local_qa(cfg, 44, 60, cfg.run.seed)
-    init = args.init or scripted_sft(cfg, qa[args.questions:], 16, 2e-4, 1280, 0.3)
     has_reuse = "kv_cache_tokens" in type(cfg.models.policy).model_fields
     d = cfg.dapo
     print(f"init {init}; {args.steps} DAPO steps per side; {d.num_generations} rollouts per group, "
@@ -84,7 +87,7 @@ def main() -> None:
             print("reuse: this checkout has no models.policy.kv_cache_tokens; skipped")
             continue
         tokens = None if not has_reuse else (0 if name == "plain" else cfg.models.policy.kv_cache_tokens)
-        results[name] = side(cfg, name, init, qa[: args.questions], args.steps, tokens)
+        results[name] = side(cfg, name, str(init), qa[: args.questions], args.steps, tokens)
     if len(results) == 2:
         print(f"DAPO step speed-up: {results['plain']['s_per_step'] / results['reuse']['s_per_step']:.1f}x "
               f"(rollout {results['plain']['rollout_s'] / results['reuse']['rollout_s']:.1f}x; goal >= 2x per step)")
