@@ -15,6 +15,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
+from loopback import QuietHandler
 from pdfs import make_pdf
 from wdlib import config
 from wdlib.agent import run_agent
@@ -35,26 +36,11 @@ LATIN1 = ("<html><head><title>Caf\u00e9</title></head><body><article><p>The Caf\
           "</article></body></html>")
 
 
-class _Internet(http.server.BaseHTTPRequestHandler):
+class _Internet(QuietHandler):
     """A small web: redirects, a PDF, a slow page, a stalled page, a 404, a Latin-1 page, a gzip page, a big page,
     plain text, and SerpAPI's /search endpoint answering with links into this web."""
 
     hits: dict = {}
-
-    def log_message(self, *args):
-        pass
-
-    def _send(self, status, body: bytes, ctype="text/html; charset=utf-8", headers=None):
-        self.send_response(status)
-        self.send_header("Content-Type", ctype)
-        self.send_header("Content-Length", str(len(body)))
-        for k, v in (headers or {}).items():
-            self.send_header(k, v)
-        self.end_headers()
-        try:
-            self.wfile.write(body)
-        except (BrokenPipeError, ConnectionResetError):
-            pass
 
     def do_GET(self):
         path = urlsplit(self.path).path

@@ -13,6 +13,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
+from loopback import QuietHandler
 from pdfs import make_pdf
 from wdlib import pdf, tools
 from wdlib.evidence import extractive_evidence, parse_evidence_json
@@ -346,22 +347,7 @@ PAPER_PDF = make_pdf([["Attention Is All You Need", "We propose the Transformer,
 LONG_PDF = make_pdf([[f"Page {i} of a long report. " + "Filler text about harbours. " * 6] for i in range(40)])
 
 
-class _LiveSite(http.server.BaseHTTPRequestHandler):
-    def log_message(self, *args):
-        pass
-
-    def _send(self, status, body: bytes, ctype="text/html; charset=utf-8", headers=None):
-        self.send_response(status)
-        self.send_header("Content-Type", ctype)
-        self.send_header("Content-Length", str(len(body)))
-        for k, v in (headers or {}).items():
-            self.send_header(k, v)
-        self.end_headers()
-        try:
-            self.wfile.write(body)
-        except (BrokenPipeError, ConnectionResetError):
-            pass
-
+class _LiveSite(QuietHandler):
     def do_GET(self):
         page = (b"<html><head><title>Harbour</title></head><body><nav>Home | About</nav><article>"
                 b"<h1>The harbour</h1><p>The lighthouse is 32 metres tall and was automated in 1987. It guards the "
