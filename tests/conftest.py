@@ -9,9 +9,9 @@ import pytest
 def local_web_cfg():
     """The CI params (Python docs + 1,000 encyclopedia pages) with the local web built (cached after the first
     build, in $WDLIB_CACHE or ~/.cache/wdlib: ~10 s cold once the packages are downloaded, <1 s after)."""
-    from wdlib import config, web
+    from wdlib import params, web
 
-    cfg = config.load("ci.yaml")
+    cfg = params.load("ci.yaml")
     web.build(cfg.web, quiet=True)
     return cfg
 

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from wdlib import config, react
+from wdlib import config, params, react
 from wdlib.agent import run_many
 from wdlib.llm import Reply
 from wdlib.trajectory import append_jsonl, done_ids, load_qa, load_trajectories, read_jsonl
@@ -216,7 +216,7 @@ def test_an_unknown_key_in_a_parent_names_the_parent(tmp_path):
     child = _params(tmp_path, "run: {name: child}\n", "child.yaml", base=None)
     child.write_text(f"extends: {parent}\n" + child.read_text())
     with pytest.raises(config.ParamsError) as e:
-        config.load(child)
+        params.load(child)
     assert str(e.value).startswith(f"{parent}: dapo.epsilon_hihg: unknown key")
 
 
@@ -252,7 +252,7 @@ BAD_VALUES = [
 def test_bad_params_values_are_rejected_with_file_and_key(tmp_path, text, key):
     path = _params(tmp_path, text + "\n")
     with pytest.raises(config.ParamsError) as e:
-        config.load(path)
+        params.load(path)
     message = str(e.value)
     assert message.startswith(f"{path}: {key}"), message
     for secret in ("AbCdEf0123456789", "0123456789abcdef", "hunter2pass", "abcdef0123456789"):
@@ -260,7 +260,7 @@ def test_bad_params_values_are_rejected_with_file_and_key(tmp_path, text, key):
 
 
 def test_values_that_are_fine_stay_fine(tmp_path):
-    cfg = config.load(_params(tmp_path, "models: {policy: {api_key_env: OPENAI_API_KEY, extra: {max_tokens_param: "
+    cfg = params.load(_params(tmp_path, "models: {policy: {api_key_env: OPENAI_API_KEY, extra: {max_tokens_param: "
                                         "max_tokens}}}\nsft: {trainer_kwargs: {pad_token: '<|endoftext|>'}}\n"))
     assert cfg.models.policy.api_key_env == "OPENAI_API_KEY"
 
@@ -273,7 +273,7 @@ def test_yaml_aliases_cannot_blow_up_a_message(tmp_path):
     path.write_text("\n".join(lines) + "\nweb: {sites: *a8}\n")
     start = time.perf_counter()
     with pytest.raises(config.ParamsError) as e:
-        config.load(path)
+        params.load(path)
     assert len(str(e.value)) < 500 and time.perf_counter() - start < 5 and "aliases" in str(e.value)
 
 
@@ -336,7 +336,7 @@ def test_wandb_config_holds_no_key(tmp_path, monkeypatch):
     from wdlib import tracking
 
     monkeypatch.setenv("OPENAI_API_KEY", SECRET)
-    cfg = config.load("ci.yaml")
+    cfg = params.load("ci.yaml")
     cfg.run.output_dir, cfg.wandb.mode = str(tmp_path), "offline"
     cfg.models.policy.extra = {"note": f"a value typed after load: {SECRET}"}  # past the load-time check
     wandb_run = tracking.init_wandb(cfg, "adversarial")

@@ -192,7 +192,7 @@ def test_prompts_follow_webdancer_shape():
 
 
 def test_compact_prompt_style_is_short_and_reaches_every_stage():
-    from wdlib import config
+    from wdlib import config, params
     from wdlib.react import PROMPT_STYLES, prompt_messages, system_prompt, user_prompt
 
     assert PROMPT_STYLES == ("ours", "compact", "webdancer")
@@ -208,19 +208,19 @@ def test_compact_prompt_style_is_short_and_reaches_every_stage():
     with pytest.raises(ValueError, match="unknown prompt style 'terse'"):
         system_prompt(style="terse")
     with pytest.raises(config.ParamsError, match="agent.prompt"):
-        config.from_dict({"agent": {"prompt": "terse"}})
-    assert config.from_dict({"agent": {"prompt": "compact"}}).agent.prompt == "compact"
+        params.from_dict({"agent": {"prompt": "terse"}})
+    assert params.from_dict({"agent": {"prompt": "compact"}}).agent.prompt == "compact"
 
 
 def test_webdancer_prompt_rebuilds_the_released_prompts_byte_for_byte():
     """`agent.prompt: webdancer`: the authors' system prompt and user template, read from their released trajectories,
     render every released record's first two messages exactly (its question and its date line)."""
-    from wdlib import config
+    from wdlib import config, params
     from wdlib.agent import resolve_prompt
     from wdlib.react import PromptTemplate, prompt_messages, system_prompt
     from wdlib.trajectory import Trajectory
 
-    cfg = config.from_dict({"agent": {"prompt": "webdancer"}})
+    cfg = params.from_dict({"agent": {"prompt": "webdancer"}})
     template = resolve_prompt(cfg)
     assert isinstance(template, PromptTemplate) and resolve_prompt(cfg) is template  # read once
     records = list(read_jsonl(SAMPLES))
@@ -239,7 +239,7 @@ def test_webdancer_prompt_rebuilds_the_released_prompts_byte_for_byte():
 
 
 def test_webdancer_prompt_bad_files_are_clear_errors(tmp_path):
-    from wdlib import config
+    from wdlib import params
     from wdlib.agent import resolve_prompt, webdancer_prompt
 
     lines = SAMPLES.read_text().splitlines()
@@ -253,10 +253,10 @@ def test_webdancer_prompt_bad_files_are_clear_errors(tmp_path):
     no_date["messages"][0]["content"] += " (today)"
     with pytest.raises(ValueError, match="does not end with 'Current date: YYYY-MM-DD'"):
         webdancer_prompt(json.dumps(no_date))
-    cfg = config.from_dict({"agent": {"prompt": "webdancer", "webdancer_prompt_file": str(tmp_path / "none.jsonl")}})
+    cfg = params.from_dict({"agent": {"prompt": "webdancer", "webdancer_prompt_file": str(tmp_path / "none.jsonl")}})
     with pytest.raises(FileNotFoundError, match="agent.webdancer_prompt_file"):
         resolve_prompt(cfg)
-    assert resolve_prompt(config.from_dict({"agent": {"prompt": "compact"}})) == "compact"
+    assert resolve_prompt(params.from_dict({"agent": {"prompt": "compact"}})) == "compact"
 
 
 # ------------------------------------------------------------------ the ReAct loop, scripted model on loopback
@@ -350,10 +350,10 @@ def test_run_agent_starts_from_the_chosen_prompt_style():
 
 
 def test_run_agent_with_the_webdancer_prompt_sends_the_released_prompts():
-    from wdlib import config
+    from wdlib import params
     from wdlib.agent import resolve_prompt
 
-    template = resolve_prompt(config.from_dict({"agent": {"prompt": "webdancer"}}))
+    template = resolve_prompt(params.from_dict({"agent": {"prompt": "webdancer"}}))
     toolbox = RecordingToolbox()
     with LoopbackOpenAI(lambda body: (200, completion(ANSWER))) as server:
         traj = asyncio.run(run_agent("Who wrote Dune?", OpenAIClient("scripted", server.base_url), toolbox,

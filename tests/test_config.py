@@ -2,31 +2,31 @@
 
 import pytest
 
-from wdlib import config
+from wdlib import config, params
 
 
 @pytest.mark.parametrize("name", ["smoke", "ci", "7b", "32b", "qwq32b"])
 def test_shipped_params_load(name):
-    cfg = config.load(f"params/{name}.yaml")
+    cfg = params.load(f"params/{name}.yaml")
     assert cfg.run.name == name
     assert cfg.run_dir == config.REPO_ROOT / "outputs" / name
 
 
 def test_gpu_params_share_one_base_and_keep_paper_settings():
     for name in ["7b", "32b", "qwq32b"]:
-        cfg = config.load(f"params/{name}.yaml")
+        cfg = params.load(f"params/{name}.yaml")
         assert (cfg.dapo.num_generations, cfg.dapo.epsilon, cfg.dapo.epsilon_high, cfg.dapo.beta) == (16, 0.2, 0.28, 0.0)
         assert (cfg.eval.runs, cfg.eval.temperature, cfg.eval.top_p) == (3, 0.6, 0.95)
         assert cfg.models.teacher.api_key_env and "sk-" not in str(cfg.dump())
         # the paper's evaluation protocol and the funnel's LLM quality review
         assert cfg.eval.judge == {"gaia": "equivalence", "webwalkerqa": "equivalence"} and cfg.models.judge
         assert cfg.filters.llm_quality_check and cfg.agent.prompt == "ours"
-    assert config.load("params/qwq32b.yaml").trajectories.cot == "long"
-    assert config.load("params/7b.yaml").trajectories.cot == "short"
+    assert params.load("params/qwq32b.yaml").trajectories.cot == "long"
+    assert params.load("params/7b.yaml").trajectories.cot == "short"
 
 
 def test_run_paths_name_every_file_of_the_run_folder_once():
-    paths = config.load("params/ci.yaml").paths
+    paths = params.load("params/ci.yaml").paths
     files = [v for v in vars(paths).values()] + [paths.checkpoint_dir(s) for s in ("sft", "dapo")] + \
         [paths.trainer_dir(s) for s in ("sft", "dapo")] + [paths.summary_path(s) for s in ("sft", "dapo")] + \
         [paths.launch_params(s) for s in ("sft", "dapo")] + [paths.eval_run("local", "base", 0)]
@@ -45,38 +45,38 @@ def _write(tmp_path, text, name="bad.yaml"):
 def test_unknown_key_names_file_and_key_path(tmp_path):
     p = _write(tmp_path, "extends: 7b.yaml\ndapo:\n  epsilon_hihg: 0.3\n")
     with pytest.raises(config.ParamsError) as e:
-        config.load(p)
+        params.load(p)
     assert str(e.value) == f"{p}: dapo.epsilon_hihg: unknown key"
 
 
 def test_unknown_section_and_nested_model_key(tmp_path):
     with pytest.raises(config.ParamsError, match=r"bad.yaml: trainer: unknown key"):
-        config.load(_write(tmp_path, "trainer: {lr: 1}\n"))
+        params.load(_write(tmp_path, "trainer: {lr: 1}\n"))
     with pytest.raises(config.ParamsError, match=r"bad.yaml: models.policy.nmae: unknown key"):
-        config.load(_write(tmp_path, "models: {policy: {nmae: x}}\n"))
+        params.load(_write(tmp_path, "models: {policy: {nmae: x}}\n"))
 
 
 def test_wrong_type_names_key_and_value(tmp_path):
     with pytest.raises(config.ParamsError) as e:
-        config.load(_write(tmp_path, "sft: {learning_rate: fast}\n"))
+        params.load(_write(tmp_path, "sft: {learning_rate: fast}\n"))
     msg = str(e.value)
     assert "bad.yaml: sft.learning_rate:" in msg and "'fast'" in msg
     with pytest.raises(config.ParamsError, match=r"web.mode: Input should be 'local', 'live' or 'replay'"):
-        config.load(_write(tmp_path, "web: {mode: internet}\n"))
+        params.load(_write(tmp_path, "web: {mode: internet}\n"))
 
 
 def test_missing_files(tmp_path):
     with pytest.raises(config.ParamsError, match=r"nope.yaml: params file not found"):
-        config.load(tmp_path / "nope.yaml")
+        params.load(tmp_path / "nope.yaml")
     with pytest.raises(config.ParamsError, match=r"bad.yaml: extends: params file not found: gone.yaml"):
-        config.load(_write(tmp_path, "extends: gone.yaml\n"))
+        params.load(_write(tmp_path, "extends: gone.yaml\n"))
     with pytest.raises(config.ParamsError, match=r"top level must be a mapping"):
-        config.load(_write(tmp_path, "- a\n- b\n"))
+        params.load(_write(tmp_path, "- a\n- b\n"))
 
 
 def test_extends_merges_deeply(tmp_path):
     _write(tmp_path, "dapo: {epsilon: 0.1, num_generations: 4}\nrun: {name: base}\n", "base.yaml")
-    cfg = config.load(_write(tmp_path, "extends: base.yaml\ndapo: {num_generations: 8}\n", "child.yaml"))
+    cfg = params.load(_write(tmp_path, "extends: base.yaml\ndapo: {num_generations: 8}\n", "child.yaml"))
     assert (cfg.dapo.epsilon, cfg.dapo.num_generations, cfg.run.name) == (0.1, 8, "base")
 
 
@@ -85,8 +85,8 @@ def test_notebook_parameters_roundtrip():
     import yaml
 
     data = yaml.safe_load((config.PARAMS_DIR / "7b.yaml").read_text())
-    nb_cfg = config.from_namespace(data)
-    assert nb_cfg.dump() == config.load("params/7b.yaml").dump()
-    assert config.from_namespace({}).run.name == "smoke"  # JupyterLab with no parameters: smoke
+    nb_cfg = params.from_namespace(data)
+    assert nb_cfg.dump() == params.load("params/7b.yaml").dump()
+    assert params.from_namespace({}).run.name == "smoke"  # JupyterLab with no parameters: smoke
     with pytest.raises(config.ParamsError, match="dapo.epsilon_hihg: unknown key"):
-        config.from_namespace({"dapo": {"epsilon_hihg": 1}})
+        params.from_namespace({"dapo": {"epsilon_hihg": 1}})

@@ -219,9 +219,9 @@ class ScriptedPolicy:
 
 @pytest.fixture(scope="module")
 def smoke_cfg(tmp_path_factory):
-    from wdlib import config
+    from wdlib import params
 
-    cfg = config.load("params/smoke.yaml")
+    cfg = params.load("params/smoke.yaml")
     cfg.run.output_dir = str(tmp_path_factory.mktemp("runs"))
     cfg.dapo.max_completion_length = 2048
     return cfg

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from wdlib import config, evaluate, plots
+from wdlib import config, evaluate, params, plots
 from wdlib.evaluate import Benchmark, BenchmarkError
 from wdlib.trajectory import QAPair, append_jsonl, done_ids
 
@@ -19,7 +19,7 @@ WEBWALKERQA = config.REPO_ROOT.parent / "shared" / "data" / "webwalkerqa" / "tes
 
 
 def make_cfg(tmp_path: Path, **eval_section) -> config.Config:
-    return config.from_dict({"run": {"name": "evaltest", "output_dir": str(tmp_path)},
+    return params.from_dict({"run": {"name": "evaltest", "output_dir": str(tmp_path)},
                              "eval": {"benchmarks": ["local"], "runs": 3, **eval_section}})
 
 
@@ -364,7 +364,7 @@ def test_run_evaluation_end_to_end_and_resume(tmp_path):
         answer = "shlex" if "shell" in question else "Peters" if "Timsort" in question else "no idea"
         return 200, completion(f"<think>found it</think>\n<answer>{answer}</answer>")
 
-    cfg = config.load("params/ci.yaml")
+    cfg = params.load("params/ci.yaml")
     cfg.run.output_dir = str(tmp_path)
     cfg.eval.runs, cfg.eval.limit, cfg.eval.checkpoints = 2, None, ["base"]
     cfg.run_dir.mkdir(parents=True)
@@ -431,7 +431,7 @@ def test_equivalence_judge_per_benchmark_and_judge_audit_end_to_end(tmp_path):
             return 200, completion("Hmm, hard to say.")  # unparseable
         return 200, completion("Incorrect")
 
-    cfg = config.load("params/ci.yaml")
+    cfg = params.load("params/ci.yaml")
     cfg.run.output_dir = str(tmp_path)
     cfg.eval.runs, cfg.eval.limit, cfg.eval.checkpoints = 1, None, ["base"]
     cfg.eval.judge = {"local": "equivalence"}

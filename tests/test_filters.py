@@ -8,7 +8,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from wdlib import config
+from wdlib import params
 from wdlib.synthesis.filters import (
     answer_support,
     answer_supported,
@@ -52,7 +52,7 @@ def repeated_think(k):
 
 @pytest.fixture
 def cfg():
-    return config.load("params/smoke.yaml")
+    return params.load("params/smoke.yaml")
 
 
 def funnel(trajs, cfg, **kw):

@@ -112,10 +112,10 @@ def test_the_sft_selection_takes_every_level_even_when_one_is_scarce():
 def smoke_web():
     """The smoke params' web (3,000 encyclopedia pages: the CI web's 1,000 best-connected pages hold too few people
     and works for level-3 chains); built by set-up, cached."""
-    from wdlib import config
+    from wdlib import params
     from wdlib.tools import Toolbox
 
-    cfg = config.load("smoke.yaml")
+    cfg = params.load("smoke.yaml")
     with Toolbox.from_config(cfg) as toolbox:
         yield web.LocalWeb.load(cfg.web).pages, toolbox
 
@@ -157,13 +157,13 @@ def test_a_question_whose_answer_no_observation_states_is_dropped(smoke_web):
 
 
 def test_graded_stage_writes_the_splits_the_funnel_keeps_the_episodes_and_dapo_reads_its_own(smoke_web, tmp_path):
-    from wdlib import config
+    from wdlib import params
     from wdlib.dapo import load_questions
     from wdlib.synthesis import stages
     from wdlib.trajectory import load_qa, load_trajectories
 
     _, toolbox = smoke_web
-    cfg = config.load("smoke.yaml")
+    cfg = params.load("smoke.yaml")
     cfg.run.output_dir, cfg.run.name = str(tmp_path), "graded"
     cfg.synthesis.graded = cfg.synthesis.graded.model_copy(update={
         "candidates_per_level": 10, "eval_per_level": 2, "dev_per_level": 1, "dapo_per_level": 1})

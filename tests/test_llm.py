@@ -252,8 +252,8 @@ def test_vllm_engine_gets_automatic_prefix_caching(monkeypatch):
 
 
 def test_gpu_params_keep_prefix_caching_on():
-    from wdlib import config
+    from wdlib import params
 
     for name in ("7b", "32b", "qwq32b"):
-        policy = config.load(f"{name}.yaml").models.policy
+        policy = params.load(f"{name}.yaml").models.policy
         assert policy.backend == "vllm" and policy.extra["engine_kwargs"]["enable_prefix_caching"] is True, name

@@ -8,7 +8,7 @@ import nbformat
 import pytest
 from chromium import check_page
 
-from wdlib import config, pipeline
+from wdlib import config, params, pipeline
 
 
 def _notebook(path, code):
@@ -82,7 +82,7 @@ def test_every_notebook_runs_on_ci_params(tmp_params, tmp_path):
         assert json.loads(p.with_suffix(".done").read_text())["seconds"] >= 0
     # 06's report, written by the embedded model, renders in headless Chromium with every [n] linked to its reference
     pages = sorted((tmp_path / "out" / "t" / "reports").glob("*/report.html"))
-    assert len(pages) == len(config.load(tmp_params).report.topics)
+    assert len(pages) == len(params.load(tmp_params).report.topics)
     for page in pages:
         found = check_page(page, tmp_path / "chromium")
         assert found["title"] and found["bad"] == [] and found["unlinked"] == []

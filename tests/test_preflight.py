@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from wdlib import config, launch, pipeline, preflight
+from wdlib import config, launch, params, pipeline, preflight
 
 GPU_KEYS = {"run.device", "sft.num_processes", "dapo.num_processes", "sft.accelerate_config",
             "dapo.accelerate_config", "models.policy.tensor_parallel_size"}
@@ -48,7 +48,7 @@ def test_cpu_params_pass_their_check(name):
 
 
 def test_check_follows_the_selected_notebooks_and_the_machine():
-    cfg = config.load("params/7b.yaml")
+    cfg = params.load("params/7b.yaml")
     env = {"OPENAI_API_KEY": "x", "SERPAPI_API_KEY": "x", "HF_TOKEN": "x", "HF_HUB_OFFLINE": "1"}
     keys = {p.key for p in preflight.check(cfg, ["05"], env=env, gpus=8)}
     assert not keys & {"sft.num_processes", "dapo.num_processes", "run.output_dir"}  # evaluation trains nothing
@@ -62,7 +62,7 @@ def test_check_follows_the_selected_notebooks_and_the_machine():
 
 
 def test_model_and_judge_checks():
-    cfg = config.load("params/ci.yaml")
+    cfg = params.load("params/ci.yaml")
     cfg.eval.judge = {"local": "equivalence"}  # an LLM judge without a judge model
     assert [p.key for p in preflight.check(cfg, ["05"], env={})] == ["models.judge"]
     cfg.models.judge = config.ModelSpec(name="judge", backend="openai", base_url=None, api_key_env="JUDGE_KEY")
@@ -76,7 +76,7 @@ def test_model_and_judge_checks():
 
 
 def test_report_notebook_checks_its_models_and_checkpoints(tmp_path):
-    cfg = config.load("params/ci.yaml")
+    cfg = params.load("params/ci.yaml")
     cfg.run.output_dir = str(tmp_path)  # no checkpoints there
     assert preflight.check(cfg, ["06"], env={}) == []  # report.model: latest falls back to the embedded policy
     cfg.report.model = "sft"
@@ -94,7 +94,7 @@ def test_report_notebook_checks_its_models_and_checkpoints(tmp_path):
 
 
 def test_disk_estimate_counts_final_models_and_trainer_checkpoints():
-    cfg = config.load("params/7b.yaml")
+    cfg = params.load("params/7b.yaml")
     needed, how = preflight.checkpoint_bytes(cfg, {"03", "04"})
     # bf16: final 2 B/param; trainer checkpoint 16 B/param; SFT keeps 2, DAPO saves every 50 of 200 steps
     assert needed == pytest.approx(7e9 * (2 + 2 * 16) + 7e9 * (2 + 4 * 16)) and "2 trainer checkpoint(s)" in how
@@ -102,7 +102,7 @@ def test_disk_estimate_counts_final_models_and_trainer_checkpoints():
 
 
 def test_no_multi_process_launch_that_cannot_work(tmp_path):
-    cfg = config.load("params/7b.yaml")
+    cfg = params.load("params/7b.yaml")
     cfg.run.output_dir = str(tmp_path)
     with pytest.raises(RuntimeError, match=r"not launching dapo \(8 processes\)[\s\S]*dapo.num_processes"):
         launch.launch(cfg, "dapo")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from wdlib import config
+from wdlib import params
 from wdlib.rewards import (
     REGISTRY,
     answer_score,
@@ -47,7 +47,7 @@ def episode(*turns):
 
 @pytest.fixture
 def cfg():
-    return config.load("params/smoke.yaml")
+    return params.load("params/smoke.yaml")
 
 
 # ------------------------------------------------------------------ format

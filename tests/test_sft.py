@@ -9,7 +9,7 @@ import re
 import pytest
 import torch
 
-from wdlib import config, models, plots, react, sft
+from wdlib import config, models, params, plots, react, sft
 from wdlib.trajectory import Trajectory, append_jsonl, load_webdancer
 
 SAMPLES = config.REPO_ROOT.parent / "shared" / "data" / "webdancer-samples" / "sample_traj.jsonl"
@@ -31,12 +31,12 @@ def conversations():
 
 
 def _cfg(tmp_path, **sft_overrides):
-    data = config.load("params/ci.yaml").dump()
+    data = params.load("params/ci.yaml").dump()
     data["run"].update(output_dir=str(tmp_path), name="t", device="cpu")
     data["wandb"]["mode"] = "disabled"
     data["sft"]["max_external"] = None  # every released sample, unless a test asks for fewer
     data["sft"].update(sft_overrides)
-    return config.from_dict(data)
+    return params.from_dict(data)
 
 
 def _expected_mask(messages, tok):

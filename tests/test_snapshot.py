@@ -17,7 +17,7 @@ import pytest
 
 from loopback import QuietHandler
 from pdfs import make_pdf
-from wdlib import config
+from wdlib import config, params
 from wdlib.agent import run_agent
 from wdlib.config import ModelSpec
 from wdlib.llm import Reply
@@ -118,7 +118,7 @@ def _summarizer_handler(body):
 
 
 def _cfg(base: str, snapshot: Path, mode: str, summarizer_url: str) -> config.Config:
-    cfg = config.load("ci.yaml")
+    cfg = params.load("ci.yaml")
     cfg.web.mode, cfg.web.snapshot, cfg.web.search_backend = mode, str(snapshot), "serpapi"
     cfg.web.live_allow_private, cfg.web.live_timeout_s, cfg.web.live_max_bytes = True, 1.5, 60_000
     cfg.models.summarizer = ModelSpec(name="summ", backend="openai", base_url=summarizer_url,
@@ -215,7 +215,7 @@ def test_record_live_run_then_replay_offline_byte_for_byte(internet, tmp_path, m
 
 def test_replay_misses_are_clear_observations_and_counted(internet, tmp_path, monkeypatch):
     base, _ = internet
-    cfg = config.load("ci.yaml")
+    cfg = params.load("ci.yaml")
     cfg.web.mode, cfg.web.snapshot, cfg.web.live_allow_private = "live", str(tmp_path / "s"), True
     cfg.web.search_backend = "serpapi"
     monkeypatch.setenv("SERPAPI_API_KEY", SERPAPI_KEY)
@@ -236,7 +236,7 @@ def test_replay_misses_are_clear_observations_and_counted(internet, tmp_path, mo
 
 
 def test_refused_addresses_replay_without_resolving(tmp_path, monkeypatch):
-    cfg = config.load("ci.yaml")
+    cfg = params.load("ci.yaml")
     cfg.web.mode, cfg.web.snapshot = "live", str(tmp_path / "s")
     with Toolbox.from_config(cfg) as tb:
         live = asyncio.run(tb.visit("http://10.1.2.3/admin", "x"))
@@ -248,7 +248,7 @@ def test_refused_addresses_replay_without_resolving(tmp_path, monkeypatch):
 
 
 def test_bad_settings_are_clear_errors(tmp_path):
-    cfg = config.load("ci.yaml")
+    cfg = params.load("ci.yaml")
     cfg.web.mode = "replay"
     with pytest.raises(SnapshotError, match="needs web.snapshot"):
         Toolbox.from_config(cfg).open()

@@ -235,10 +235,10 @@ def test_split_eval_is_stratified_and_disjoint():
 _SAMPLER = textwrap.dedent("""
     import asyncio, sys, torch
     torch.set_num_threads(2)
-    from wdlib import config, synthesis, tools
+    from wdlib import params, synthesis, tools
     from wdlib.llm import make_client
     from wdlib.trajectory import QAPair
-    cfg = config.load("ci.yaml")
+    cfg = params.load("ci.yaml")
     # two at a time: the first pair is written while the second is still being generated when the test kills us
     cfg.trajectories.concurrency, cfg.trajectories.max_turns, cfg.trajectories.samples_per_question = 2, 1, 1
     cfg.models.teacher.max_new_tokens = 16

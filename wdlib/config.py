@@ -1,12 +1,14 @@
-"""Params schema: one YAML drives every notebook and stage.
+"""Params schema: one YAML drives every notebook and stage. This module is the schema; `wdlib.params` reads a file
+into it. Imports nothing from wdlib, so every module can stand on it.
 
 A params file is a YAML mapping whose top-level keys are the sections below (they are also the notebooks'
 papermill parameters). `extends: other.yaml` (relative to the file) merges the file over another, so shared
 settings live in one place. Defaults in the dataclass-like models below are the paper's settings where it gives
 them. Unknown keys, wrong types (no coercion: `true` is not 1, "8" is not 8), values out of range, settings that
 contradict each other, duplicate YAML keys, key literals (params hold env-var *names*, never keys) and missing files
-raise `ParamsError` naming the file that holds the value and the key path, e.g.
-`params/7b.yaml: dapo.epsilon_hihg: unknown key`; a message never shows a value that looks like a key.
+raise `ParamsError` (defined here, raised by `wdlib.params`) naming the file that holds the value and the key path,
+e.g. `params/7b.yaml: dapo.epsilon_hihg: unknown key`; a message never shows a value that looks like a key.
+`cfg.paths` (`RunPaths`) names every file and folder of the run folder.
 """
 
 from __future__ import annotations
@@ -15,10 +17,7 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
-
-from wdlib.params_file import (Origins, ParamsError, check_size, format_errors, key_literals, merge, origins,
-                               read_yaml, where)
+from pydantic import BaseModel, ConfigDict, Field
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PARAMS_DIR = REPO_ROOT / "params"
@@ -28,6 +27,10 @@ SAMPLES_DIR = "../shared/data/webdancer-samples"  # WebDancer's released samples
 SAMPLE_QA = f"{SAMPLES_DIR}/sample_qa.jsonl"
 SAMPLE_TRAJECTORIES = f"{SAMPLES_DIR}/sample_traj.jsonl"
 SITES = ("python-docs", "sqlite-docs", "postgresql-docs", "django-docs", "wikipedia")  # = wdlib.sites.KNOWN_SITES
+
+
+class ParamsError(ValueError):
+    """A params file that cannot be used; the message names the file and the key path."""
 
 
 def cache_dir() -> Path:
@@ -401,99 +404,3 @@ class RunPaths:
     def eval_run(self, benchmark: str, model: str, run: int) -> Path:
         """One evaluation run of one model on one benchmark: a trajectory per question, with its verdict."""
         return self.eval / benchmark / model / f"run{run}.jsonl"
-
-
-# ---------------------------------------------------------------- loading
-def _label(path: Path) -> str:
-    return str(path.resolve().relative_to(REPO_ROOT)) if path.resolve().is_relative_to(REPO_ROOT) else str(path)
-
-
-def _resolve_extends(data: dict, base_dir: Path, label: str, seen: tuple[Path, ...] = ()) -> tuple[dict, Origins]:
-    """The file merged over its `extends:` chain, and which file set each key."""
-    own = origins(data, label)
-    parent = data.get("extends")
-    if not parent:
-        return data, own
-    if not isinstance(parent, str):
-        raise ParamsError(f"{label}: extends: must be a file name")
-    parent_path = (base_dir / parent).resolve()
-    if not parent_path.is_file() and (PARAMS_DIR / parent).is_file():
-        parent_path = (PARAMS_DIR / parent).resolve()
-    if parent_path in seen:
-        raise ParamsError(f"{label}: extends: cycle through {_label(parent_path)}")
-    parent_label = _label(parent_path)
-    if not parent_path.is_file():
-        raise ParamsError(f"{label}: extends: params file not found: {parent}")
-    parent_data, set_by = _resolve_extends(read_yaml(parent_path, parent_label), parent_path.parent, parent_label,
-                                           seen + (parent_path,))
-    return merge(parent_data, {k: v for k, v in data.items() if k != "extends"}), {**set_by, **own}
-
-
-def _combinations(cfg: "Config") -> list[tuple[tuple, str]]:
-    """Settings each valid alone that contradict each other (TRL or a stage would fail later, naming neither)."""
-    d, e2h, found = cfg.dapo, cfg.synthesis.e2hqa, []
-    if (d.per_device_train_batch_size * d.gradient_accumulation_steps) % d.num_generations:
-        found.append((("dapo", "per_device_train_batch_size"), f"{d.per_device_train_batch_size} × "
-                      f"gradient_accumulation_steps ({d.gradient_accumulation_steps}) must be a multiple of "
-                      f"num_generations ({d.num_generations}): a step trains on whole groups"))
-    if d.epsilon_high < d.epsilon:
-        found.append((("dapo", "epsilon_high"), f"{d.epsilon_high} is below epsilon ({d.epsilon})"))
-    if e2h.min_hops > e2h.hops:
-        found.append((("synthesis", "e2hqa", "min_hops"), f"{e2h.min_hops} is more than hops ({e2h.hops})"))
-    specs = {("models", k): getattr(cfg.models, k) for k in ModelsParams.model_fields}
-    specs.update({("eval", "extra_models", k): v for k, v in cfg.eval.extra_models.items()})
-    found += [(path + ("max_new_tokens",), f"{spec.max_new_tokens} is more than context_length "
-               f"({spec.context_length})") for path, spec in specs.items()
-              if spec is not None and spec.max_new_tokens > spec.context_length]
-    return found
-
-
-def from_dict(data: dict, label: str = "<params>", base_dir: Path = PARAMS_DIR) -> Config:
-    """Validate a params mapping (already read from YAML or given by papermill)."""
-    check_size(data, label)
-    data, set_by = _resolve_extends(dict(data), base_dir, label)
-    data.pop("extends", None)
-    problems = key_literals(data)
-    if not problems:
-        try:
-            cfg = Config.model_validate(data)
-        except ValidationError as exc:
-            raise ParamsError(format_errors(label, exc, set_by)) from None
-        problems = _combinations(cfg)
-    if problems:
-        raise ParamsError("\n".join(f"{where(set_by, path, label)}: {'.'.join(map(str, path))}: {why}"
-                                     for path, why in problems))
-    cfg.source = label
-    return cfg
-
-
-def load(path: str | os.PathLike) -> Config:
-    """Load a params YAML (path relative to cwd, else to params/)."""
-    p = Path(path)
-    if not p.is_file() and (PARAMS_DIR / p).is_file():
-        p = PARAMS_DIR / p
-    label = _label(p) if p.is_file() else str(path)
-    return from_dict(read_yaml(p, label), label, p.resolve().parent)
-
-
-def from_notebook(params_file: str | None = None, **sections: Any) -> Config:
-    """Build the config inside a notebook from its papermill parameters.
-
-    `papermill nb.ipynb out.ipynb -f params/7b.yaml` injects each top-level key as a variable; pass them here.
-    Sections left empty ({} / None) fall back to `params_file` (the pipeline passes it) or the notebook default."""
-    given = {k: v for k, v in sections.items() if v not in (None, {}, "")}
-    unknown = set(given) - set(SECTIONS) - {"extends"}
-    label = params_file or "<papermill parameters>"
-    if unknown:
-        raise ParamsError(f"{label}: {sorted(unknown)[0]}: unknown key")
-    if not params_file and not given:
-        params_file = "smoke.yaml"  # a notebook opened in JupyterLab with no parameters runs the CPU smoke settings
-    if params_file:
-        base = load(params_file)
-        return from_dict(merge(base.dump(), given), base.source) if given else base
-    return from_dict(given, label)
-
-
-def from_namespace(ns: dict[str, Any]) -> Config:
-    """`cfg = config.from_namespace(globals())` in a notebook: reads `params_file` and the section variables."""
-    return from_notebook(ns.get("params_file"), **{k: ns.get(k) for k in ("extends",) + SECTIONS})

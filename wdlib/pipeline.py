@@ -23,6 +23,7 @@ from pathlib import Path
 import yaml
 
 from wdlib import config, preflight
+from wdlib.params import load as load_params
 from wdlib.redact import redact
 
 NOTEBOOK_DIR = config.REPO_ROOT / "notebooks"
@@ -73,7 +74,7 @@ def _params_path(params: str | Path) -> Path:
 
 def check(params: str | Path, only: str | None = None) -> tuple[bool, str]:
     """The preflight of the notebooks `only` selects: (ready, report)."""
-    cfg = config.load(_params_path(params))
+    cfg = load_params(_params_path(params))
     notebooks = [nb.name[:2] for nb in select(only)]
     problems = preflight.check(cfg, notebooks)
     return not any(not p.warning for p in problems), preflight.report(cfg, problems, notebooks)
@@ -87,7 +88,7 @@ def run(params: str | Path, only: str | None = None, resume: bool = False, kerne
     from papermill.exceptions import PapermillExecutionError
 
     params_path = _params_path(params)
-    cfg = config.load(params_path)  # fail early, with file and key, before any kernel starts
+    cfg = load_params(params_path)  # fail early, with file and key, before any kernel starts
     if check_first:
         ready, text = check(params_path, only)
         print(f"[pipeline] {text}", flush=True)

@@ -23,8 +23,8 @@ import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from wdlib import config
-from wdlib.config import WebParams
+from wdlib import params
+from wdlib.config import ParamsError, WebParams
 from wdlib.ranking import PageRanker, build_page_fields
 from wdlib.sites import (BUILD_VERSION, DOC_SITES, Page, WebBuildError, build_sites, load_site_pages, main_region,
                          site_dir, url_key, web_dir)
@@ -277,7 +277,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=0, help="serve: port on 127.0.0.1 (0 = a free one)")
     args = parser.parse_args(argv)
     try:
-        cfg = config.load(args.params)
+        cfg = params.load(args.params)
         if args.command == "build":
             build(cfg.web)
             return 0
@@ -291,7 +291,7 @@ def main(argv: list[str] | None = None) -> int:
             except KeyboardInterrupt:
                 print("[web] stopped")
         return 0
-    except (WebBuildError, config.ParamsError) as exc:
+    except (WebBuildError, ParamsError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from wdlib import config
+from wdlib import params
 from wdlib.dapo import train
 from wdlib.trajectory import load_qa, write_jsonl
 
@@ -66,7 +66,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(2)
 
-    cfg = config.load(args.params)
+    cfg = params.load(args.params)
     init = Path(args.init) if args.init else cfg.paths.checkpoint_dir("sft")
     qa_file = Path(args.qa) if args.qa else cfg.paths.qa_dapo
     if not (init / "config.json").is_file() or not qa_file.is_file():

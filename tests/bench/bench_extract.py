@@ -15,7 +15,7 @@ import re
 import time
 from collections import Counter
 
-from wdlib import config
+from wdlib import config, params
 from wdlib.extract import extract_text
 from wdlib.web import LocalWeb
 
@@ -34,7 +34,7 @@ def main() -> None:
     parser.add_argument("--params", default="smoke.yaml")
     parser.add_argument("--pages", type=int, default=80, help="pages per site")
     args = parser.parse_args()
-    cfg = config.load(args.params)
+    cfg = params.load(args.params)
     web = LocalWeb.load(cfg.web)
     rng = random.Random(0)
     sample = []
@@ -64,7 +64,7 @@ def main() -> None:
     print(f"trafilatura / newspaper3k: speed x{t['pages_s'] / n['pages_s']:.2f}, recall {t['recall']:.3f} vs "
           f"{n['recall']:.3f} (x{t['recall'] / max(n['recall'], 1e-9):.2f})")
     best = max(results, key=lambda e: (round(results[e]["recall"], 2), results[e]["pages_s"]))
-    print(f"better: {best} (WebConfig.extractor default: {config.WebConfig().extractor})")
+    print(f"better: {best} (WebParams.extractor default: {config.WebParams().extractor})")
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ import time
 
 import torch
 
-from wdlib import config
+from wdlib import params
 from wdlib.agent import run_many
 from wdlib.aio import run_sync
 from wdlib.llm import TransformersClient
@@ -80,7 +80,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
-    cfg = config.load(args.params)
+    cfg = params.load(args.params)
     seed_qa = cfg.resolve_path(cfg.synthesis.e2hqa.seed_file or "../shared/data/webdancer-samples/sample_qa.jsonl")
     rows = [r for r in read_jsonl(seed_qa) if r.get("question") and r["question"].isascii()][: args.questions]
     items = [{"question": r["question"], "gold": str(r["answer"]), "id": f"q{i}"} for i, r in enumerate(rows)]

@@ -17,7 +17,7 @@ import os
 import random
 import time
 
-from wdlib import config
+from wdlib import config, params
 from wdlib.sites import BUILD_VERSION, url_key
 from wdlib.snapshot import Snapshot, export_local_web
 from wdlib.tools import Toolbox
@@ -45,7 +45,7 @@ def main() -> None:
     parser.add_argument("--visits", type=int, default=2000)
     parser.add_argument("--concurrency", type=int, default=8)
     args = parser.parse_args()
-    cfg = config.load(args.params)
+    cfg = params.load(args.params)
     cfg.web.encyclopedia_max_pages = None  # the whole encyclopedia: ~10k pages with the docs
     out = config.cache_dir() / "bench" / f"snapshot-{args.pages}-v{BUILD_VERSION}"
     if not (out / "manifest.json").is_file():

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import torch
 
-from wdlib import config, models
+from wdlib import models, params
 from wdlib.dapo import build_trainer, load_questions, prompt_dataset
 from wdlib.react import prompt_messages
 from wdlib.trajectory import load_qa
@@ -222,7 +222,7 @@ def main() -> None:
     torch.set_num_threads(2)
     torch.manual_seed(0)
 
-    cfg = config.load(args.params)
+    cfg = params.load(args.params)
     cfg.web.tool_latency_s = args.latency
     d = cfg.dapo
     d.num_generations, d.max_turns, d.max_new_tokens_per_turn = args.generations, args.max_turns, args.max_new_tokens

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from wdlib import config
+from wdlib import params
 from wdlib.sites import url_key
 from wdlib.web import LocalWeb, chunk_text
 
@@ -79,7 +79,7 @@ def main() -> None:
     args = parser.parse_args()
     from rank_bm25 import BM25Okapi
 
-    cfg = config.load(args.params)
+    cfg = params.load(args.params)
     web = LocalWeb.load(cfg.web)
     report_quality(web)
     rng = random.Random(0)

@@ -31,8 +31,8 @@ from typing import Any, Callable
 import torch
 from trl import GRPOTrainer
 
-from wdlib import models
-from wdlib.config import Config, load as load_config
+from wdlib import models, params
+from wdlib.config import Config
 from wdlib.dapo.rollout import AgentRollout, load_questions, policy_client, prompt_dataset
 from wdlib.launch import finished, run_stage, trainer_args
 from wdlib.rewards import reward_weights, trl_reward_funcs
@@ -393,6 +393,6 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--params", required=True, help="params YAML (e.g. params/7b.yaml)")
     parser.add_argument("--no-resume", action="store_true", help="start over even if checkpoints exist")
     args = parser.parse_args(argv)
-    summary = train(load_config(args.params), resume=not args.no_resume)
+    summary = train(params.load(args.params), resume=not args.no_resume)
     if int(os.environ.get("RANK", "0")) == 0:
         print(f"[dapo] done: {summary['global_step']} steps, model in {summary['output_dir']}")

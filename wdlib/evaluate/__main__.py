@@ -16,7 +16,8 @@ import json
 import sys
 from pathlib import Path
 
-from wdlib import config
+from wdlib import params
+from wdlib.config import ParamsError
 from wdlib.evaluate.benchmarks import BenchmarkError, load_qa_file
 from wdlib.evaluate.report import summarize
 from wdlib.evaluate.tables import write_tables
@@ -32,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--models", help="comma-separated labels among base, sft, dapo and eval.extra_models")
     args = parser.parse_args(argv)
     try:
-        cfg = config.load(args.params)
+        cfg = params.load(args.params)
         bench = load_qa_file(args.qa)
         models, skipped = eval_models(cfg)
         if args.models:
@@ -49,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.runs:
             update["eval"] = cfg.eval.model_copy(update={"runs": args.runs})
         out_cfg = cfg.model_copy(update=update)
-    except (config.ParamsError, BenchmarkError) as exc:
+    except (ParamsError, BenchmarkError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     for label, why in skipped.items():

@@ -10,8 +10,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from wdlib.config import from_dict
 from wdlib.gpu_check import QUESTIONS, CannedTools, conversations, make_model, params, prepare, tokenizer_dir
+from wdlib.params import from_dict
 from wdlib.trajectory import QAPair
 
 

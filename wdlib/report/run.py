@@ -250,7 +250,7 @@ def write_reports(cfg: Config, topics: Iterable[str], *, model: str | None = Non
 
 
 def main(argv: list[str] | None = None) -> int:
-    from wdlib import config
+    from wdlib import params
 
     ap = argparse.ArgumentParser(prog="python -m wdlib.report",
                                  description="Research a topic with the agent and write a cited, checked report.")
@@ -261,7 +261,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default=None, help="folder for this report (default outputs/<run>/reports/<slug>/)")
     args = ap.parse_args(argv)
     try:
-        cfg = config.load(args.params)
+        cfg = params.load(args.params)
         report = write_reports(cfg, [" ".join(args.topic)], model=args.model, out=args.out)[0]
     except (ParamsError, ReportError) as exc:
         print(f"error: {exc}", file=sys.stderr)

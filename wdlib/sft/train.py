@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from wdlib import models, tracking
-from wdlib.config import Config, load as load_config
+from wdlib import models, params, tracking
+from wdlib.config import Config
 from wdlib.launch import finished, run_stage, trainer_args
 from wdlib.sft.data import NoSFTData, build_dataset, format_stats, load_conversations
 
@@ -218,7 +218,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="SFT with observation masking (WebDancer)")
     parser.add_argument("--params", required=True, help="params YAML (e.g. params/7b.yaml)")
     args = parser.parse_args(argv)
-    result = train(load_config(args.params))
+    result = train(params.load(args.params))
     if int(os.environ.get("RANK", "0")) == 0:
         print(format_stats(result.data))
         print(f"saved {result.checkpoint}")

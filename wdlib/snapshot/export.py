@@ -15,8 +15,8 @@ import shutil
 import sys
 from pathlib import Path
 
-from wdlib import config
-from wdlib.config import Config
+from wdlib import params
+from wdlib.config import Config, ParamsError
 from wdlib.sites import url_key
 from wdlib.snapshot.store import Snapshot, SnapshotError
 
@@ -82,12 +82,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         if args.command == "export":
-            manifest = export_local_web(config.load(args.params), args.out, limit=args.limit)
+            manifest = export_local_web(params.load(args.params), args.out, limit=args.limit)
         else:
             snap = Snapshot(args.path, "replay", url_key=url_key)
             manifest = {**snap.manifest, "counts": snap.counts()}
         print(json.dumps(manifest, indent=1, ensure_ascii=False))
         return 0
-    except (SnapshotError, config.ParamsError) as exc:
+    except (SnapshotError, ParamsError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
