@@ -9,7 +9,8 @@ are `wdlib.plots.eval_scores` and `eval_behaviour`.
     run         the agent k times per model and benchmark, judged (per-benchmark judge, audit judges), resumable
     metrics     Pass@1 (mean and best run) / Pass@k / Cons@k with bootstrap CIs, the paired bootstrap, behaviour
     audit       agreement between judges (Cohen's kappa) and the page of their disagreements
-    report      summary.json (its shape is documented there), stage gains, the paper's published rows, drill-down, wandb
+    published   the paper's published rows (Table 1) and `paper_table`: a summary in that shape
+    report      summary.json (its shape is documented there), stage gains, drill-down, wandb
     tables      tables.md: metric tables with CIs in the paper's shape, groups, gains, judging
 
 Files under the run folder (`cfg.paths`): eval/<benchmark>/<model>/run<r>.jsonl (one Trajectory per question and run,
@@ -27,8 +28,8 @@ from wdlib.evaluate.audit import audit, cohen_kappa, write_audit_page
 from wdlib.evaluate.metrics import (all_at_k, as_array, behaviour, best_pass_at_1, bootstrap_ci, cons_at_k, is_invalid,
                                     judging, load_results, paired_bootstrap, pass_at_1, pass_at_k, run_accuracies,
                                     score, score_model, statistics)
-from wdlib.evaluate.report import (PUBLISHED, PUBLISHED_LABEL, PUBLISHED_SOURCE, figures_dir, log_to_wandb,
-                                   paper_table, stage_gains, summarize, write_drilldown)
+from wdlib.evaluate.published import PUBLISHED, PUBLISHED_LABEL, PUBLISHED_SOURCE, paper_table
+from wdlib.evaluate.report import figures_dir, log_to_wandb, stage_gains, summarize, write_drilldown
 from wdlib.evaluate.run import eval_models, evaluate_model, run_evaluation, verdict
 from wdlib.evaluate.tables import (behaviour_markdown, fmt_ci, gains_markdown, groups_markdown, judging_markdown,
                                    metric_titles, table_markdown, write_tables)
@@ -41,8 +42,8 @@ __all__ = [
     "all_at_k", "as_array", "behaviour", "best_pass_at_1", "bootstrap_ci", "cons_at_k", "is_invalid", "judging",
     "load_results", "paired_bootstrap", "pass_at_1", "pass_at_k", "run_accuracies", "score", "score_model",
     "statistics",
-    "PUBLISHED", "PUBLISHED_LABEL", "PUBLISHED_SOURCE", "figures_dir", "log_to_wandb", "paper_table", "stage_gains",
-    "summarize", "write_drilldown",
+    "PUBLISHED", "PUBLISHED_LABEL", "PUBLISHED_SOURCE", "paper_table",
+    "figures_dir", "log_to_wandb", "stage_gains", "summarize", "write_drilldown",
     "eval_models", "evaluate_model", "judge_mode", "run_evaluation", "verdict",
     "behaviour_markdown", "fmt_ci", "gains_markdown", "groups_markdown", "judging_markdown", "metric_titles",
     "table_markdown", "write_tables",

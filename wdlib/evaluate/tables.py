@@ -16,7 +16,7 @@ from typing import Any
 
 from wdlib.config import Config
 from wdlib.evaluate.audit import audit_markdown
-from wdlib.evaluate.report import PUBLISHED_LABEL, PUBLISHED_SOURCE, cell, paper_table
+from wdlib.evaluate.published import PUBLISHED_LABEL, PUBLISHED_SOURCE, cell, paper_table
 from wdlib.labels import BENCHMARK_TITLES, LEVEL_TITLES, model_title
 
 
