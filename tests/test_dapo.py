@@ -361,3 +361,37 @@ def test_real_dapo_step_and_resume_on_cpu(smoke_cfg):
     assert second["global_step"] == 1 and (cfg.paths.trainer_dir("dapo") / "checkpoint-1").is_dir()
     assert second["log_history"] == json.loads(json.dumps(first["log_history"], default=str))
     assert not (cfg.paths.trainer_dir("dapo") / "checkpoint-2").exists()
+
+
+# ------------------------------------------------------------------ rollouts from a low-precision copy
+def test_generation_model_is_a_bf16_copy_synced_at_each_optimizer_step():
+    from types import SimpleNamespace
+
+    from wdlib.aio import run_sync
+    from wdlib.dapo.rollout import generation_model
+    from wdlib.llm import TransformersClient
+
+    policy = models.load_model(MODEL, device="cpu")  # fp32, as the CPU trainer holds it
+    trainer = SimpleNamespace(state=SimpleNamespace(global_step=0))
+    assert generation_model(trainer, policy, "same") is policy
+    copy = generation_model(trainer, policy, "bfloat16")
+    assert copy is not policy and {p.dtype for p in copy.parameters()} == {torch.bfloat16}
+    assert next(policy.parameters()).dtype == torch.float32  # the training weights are untouched
+    assert all(b.dtype == torch.float32 for n, b in copy.named_buffers() if "inv_freq" in n)
+    assert generation_model(trainer, policy, "bfloat16") is copy  # same step: no new copy
+
+    # The copy generates what the same checkpoint loaded in bf16 generates (greedy).
+    tok = models.load_tokenizer(MODEL)
+    direct = models.load_model(MODEL, dtype="bfloat16", device="cpu")
+    clients = [TransformersClient(model=m, tokenizer=tok, max_new_tokens=12) for m in (copy, direct)]
+    prompt = clients[0].encode_prompt([{"role": "user", "content": "Name a Python module for JSON."}])
+    replies = [run_sync(c.generate(prompt, temperature=0)) for c in clients]
+    assert replies[0].token_ids == replies[1].token_ids
+
+    with torch.no_grad():  # an optimizer step: new weights, next step number
+        for p in policy.parameters():
+            p.add_(0.01)
+    trainer.state.global_step = 1
+    assert generation_model(trainer, policy, "bfloat16") is copy  # synced in place
+    src, dst = dict(policy.named_parameters()), dict(copy.named_parameters())
+    assert all(torch.equal(dst[n], src[n].to(torch.bfloat16)) for n in src)

@@ -261,6 +261,7 @@ class DAPOParams(Section):
     use_vllm: bool = False
     vllm_mode: Literal["colocate", "server"] = "colocate"
     rollout_concurrency: int = Field(64, gt=0)  # trajectories in flight (also the largest generate batch)
+    rollout_dtype: Literal["same", "bfloat16", "float16"] = "same"  # transformers rollouts: a synced copy in this dtype
     save_steps: int = Field(50, gt=0)
     logging_steps: int = Field(1, gt=0)
     gradient_checkpointing: bool = True

@@ -108,13 +108,16 @@ def rollout_batch(trajectories: list[Trajectory], max_completion_length: int, *,
 
 
 @contextmanager
-def policy_client(trainer, max_batch_size: int = 64, kv_cache_tokens: int = 0) -> Iterator[Any]:
+def policy_client(trainer, max_batch_size: int = 64, kv_cache_tokens: int = 0, dtype: str = "same") -> Iterator[Any]:
     """A token-level client over the trainer's current weights, for the duration of one rollout.
 
     GPU with vLLM: the trainer's engine (TRL syncs the training weights into it before calling rollout_func and resets
     vLLM's prefix cache then), the colocated `vllm.LLM` or the `trl vllm-serve` server. Otherwise: batched
     transformers `generate` on the unwrapped training model (gathered under ZeRO-3 / FSDP, as TRL's own generation
-    does), through `transformers_policy_client` (KV cache kept while the weights stay the same).
+    does), through `transformers_policy_client` (KV cache kept while the weights stay the same). `dtype`
+    ("bfloat16", "float16"; "same" = the training weights): generate with a copy of the policy in that dtype, synced
+    at every optimizer step, as a vLLM engine holds its own copy (on a CPU with AVX512-BF16, bf16 prefill is ~2.5x
+    faster than fp32 while the optimizer keeps fp32 master weights).
     """
     from wdlib.llm import VLLMClient, prefix_caching_enabled
 
@@ -136,7 +139,32 @@ def policy_client(trainer, max_batch_size: int = 64, kv_cache_tokens: int = 0) -
             trainer.model_wrapped, trainer.accelerator, gather_deepspeed3_params=trainer.args.ds3_gather_for_generation))
         stack.enter_context(disable_gradient_checkpointing(trainer.model, trainer.args.gradient_checkpointing_kwargs))
         stack.enter_context(trainer._dist.summon_full_params(trainer.model_wrapped, recurse=False))
-        yield transformers_policy_client(trainer, unwrapped, max_batch_size, kv_cache_tokens)
+        yield transformers_policy_client(trainer, generation_model(trainer, unwrapped, dtype), max_batch_size,
+                                         kv_cache_tokens)
+
+
+def generation_model(trainer, model, dtype: str = "same"):
+    """`model` itself, or its copy in `dtype` holding the weights of the current optimizer step. Only the parameters
+    are cast: buffers such as rotary frequencies stay in full precision, as when a model is loaded in bf16."""
+    import copy
+
+    import torch
+
+    target = getattr(torch, dtype) if dtype != "same" else None
+    if target is None or next(model.parameters()).dtype == target:
+        return model
+    held = getattr(trainer, "_wd_generation_model", None)
+    if held is None or held[0] is not model:  # first rollout, or a model re-gathered under ZeRO-3 / FSDP
+        copied = copy.deepcopy(model).eval().requires_grad_(False)
+        for p in copied.parameters():
+            p.data = p.data.to(target)
+        held = trainer._wd_generation_model = (model, copied, trainer.state.global_step)
+    elif held[2] != trainer.state.global_step:
+        with torch.no_grad():  # same module tree, same parameter order (tied weights appear once in both)
+            for dst, src in zip(held[1].parameters(), model.parameters()):
+                dst.copy_(src)
+        held = trainer._wd_generation_model = (model, held[1], trainer.state.global_step)
+    return held[1]
 
 
 def transformers_policy_client(trainer, model, max_batch_size: int, kv_cache_tokens: int):
@@ -199,7 +227,7 @@ class AgentRollout:
 
     `prompts` are the dataset's message lists (system + user), already repeated num_generations times; the user
     message is mapped back to its question (and gold) through the dataset the rollout was built with.
-    `client_factory(trainer, max_batch_size=, kv_cache_tokens=)` is a context manager yielding the generation client
+    `client_factory(trainer, max_batch_size=, kv_cache_tokens=, dtype=)` is a context manager yielding the generation client
     (default: `policy_client`).
     """
 
@@ -240,7 +268,8 @@ class AgentRollout:
     def __call__(self, prompts: list[list[dict]], trainer) -> dict[str, list]:
         start = time.perf_counter()
         with self.client_factory(trainer, max_batch_size=self.cfg.dapo.rollout_concurrency,
-                                 kv_cache_tokens=self.cfg.models.policy.kv_cache_tokens) as client:
+                                 kv_cache_tokens=self.cfg.models.policy.kv_cache_tokens,
+                                 dtype=self.cfg.dapo.rollout_dtype) as client:
             trajectories = self.run(prompts, client)
         self.last_trajectories = trajectories
         out = rollout_batch(trajectories, self.cfg.dapo.max_completion_length,
