@@ -140,6 +140,40 @@ def test_page_ranking_lifts_the_named_page_and_demotes_link_hubs(local_web):
     assert ranking.title_field("Roman Empire - Wikipedia", wiki_url("Roman Empire")) == "Roman Empire\nRoman Empire"
 
 
+def _ranker(titles, hub):
+    import numpy as np
+
+    from wdlib.ranking import PageRanker
+
+    ranker = PageRanker.__new__(PageRanker)  # the fields without an index folder: every term weighs the same
+    ranker.titles, ranker.hub, ranker.idf = [frozenset(t) for t in titles], np.array(hub), np.ones(10)
+    return ranker
+
+
+def test_a_link_hub_the_query_names_is_not_demoted():
+    import numpy as np
+
+    # page 0: a hub (hub factor 0.4) titled exactly by the query; page 1: an ordinary page with a better passage
+    ranker = _ranker([{1, 2}, {5}], [0.4, 1.0])
+    ranked = ranker.rank([1, 2], np.array([1, 0]), np.array([1.5, 1.0]), k=2)
+    assert [page for page, _, _ in ranked] == [0, 1]
+    assert ranker.rank([3], np.array([1, 0]), np.array([1.5, 1.0]), k=2)[1][1] == 0.4  # unnamed: demoted
+
+
+def test_a_pages_lead_passage_counts_more():
+    import numpy as np
+
+    from wdlib import ranking
+
+    ranker = _ranker([{7}, {8}], [1.0, 1.0])
+    pages, scores = np.array([1, 0]), np.array([1.1, 1.0])
+    assert [p for p, _, _ in ranker.rank([3], pages, scores, k=2)] == [1, 0]
+    lead = np.array([False, True])  # page 0's passage is its first: what the page is about
+    ranked = ranker.rank([3], pages, scores, k=2, lead=lead)
+    assert [p for p, _, _ in ranked] == [0, 1] and ranked[0][1] == 1.0 + ranking.LEAD_BOOST
+    assert ranked[0][2] == 1  # the best passage's position, for the snippet
+
+
 def test_search_results_have_serpapi_fields_and_real_snippets(local_web):
     results = local_web.search("Iron Curtain Cold War Europe", k=10)
     assert 1 <= len(results) <= 10

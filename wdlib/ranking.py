@@ -10,10 +10,14 @@ can outrank the page that answers. The pages of the best passages are re-scored 
   query that happens to contain some title barely does;
 - a **link-text fraction** per page (characters inside `<a>` over all characters of the main region): pages that are
   mostly links (contents, category indexes) are demoted by `hub_factor` (1 below `HUB_FROM`, falling linearly to
-  `1 - HUB_DEMOTION` at 1.0).
+  `1 - HUB_DEMOTION` at 1.0), unless the query names them: the demotion shrinks as the title match grows, so
+  "graphical user interfaces with Tk" still finds the Tk chapter's hub page;
+- the **lead**: a page's first passage says what the page is about (an article's definition, a module's summary),
+  so its score counts `1 + LEAD_BOOST` times; a description of an entity ("capital of Sudan at the confluence of the
+  Niles") matches its lead better than the pages that mention it.
 
-Weights were chosen on the dev half of `tests/bench/search_queries.jsonl`; `tests/bench/bench_search.py` reports the
-held-out half beside the passage-only ranking. Both fields cost one set intersection per candidate page.
+Weights were chosen on the dev part of `tests/bench/search_queries.jsonl` (never on its held-out part); `tests/bench/bench_search.py` reports the
+held-out part beside the passage-only ranking. Both fields cost one set intersection per candidate page.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ TITLE_WEIGHT = 1.0
 RECALL_POWER = 2
 HUB_FROM = 0.3
 HUB_DEMOTION = 0.6
+LEAD_BOOST = 0.2
 _BOILERPLATE = re.compile(r"\s+[—-]\s+(Python [\d.]+ documentation|Wikipedia)$|^PostgreSQL: Documentation: \d+: ")
 
 
@@ -94,15 +99,22 @@ class PageRanker:
         w = lambda terms: float(sum(self.idf[t] for t in terms))  # noqa: E731
         return (w(common) / w(query_terms)) ** RECALL_POWER * w(common) / w(title)
 
-    def rank(self, query_ids: list[int], passage_pages: np.ndarray, passage_scores: np.ndarray,
-             k: int) -> list[tuple[int, float, int]]:
-        """(page index, score, best passage's position in `passage_pages`), best first, at most k."""
+    def rank(self, query_ids: list[int], passage_pages: np.ndarray, passage_scores: np.ndarray, k: int,
+             lead: np.ndarray | None = None) -> list[tuple[int, float, int]]:
+        """(page index, score, best passage's position in `passage_pages`), best first, at most k. `lead[i]`: passage
+        i is its page's first."""
         terms = frozenset(t for t in query_ids if 0 < t < len(self.idf))
+        lead = np.zeros(len(passage_pages), dtype=bool) if lead is None else lead
         best: dict[int, tuple[float, int]] = {}
-        for pos, (page, score) in enumerate(zip(passage_pages.tolist(), passage_scores.tolist())):
-            if score > 0 and page not in best:
-                best[page] = (score, pos)
-        ranked = [(page, score * float(self.hub[page]) * (1.0 + TITLE_WEIGHT * self.title_match(terms, page)), pos)
-                  for page, (score, pos) in best.items()]
+        for pos, (page, score, first) in enumerate(zip(passage_pages.tolist(), passage_scores.tolist(), lead.tolist())):
+            score *= 1.0 + LEAD_BOOST if first else 1.0
+            if score > 0 and (page not in best or score > best[page][0]):
+                best[page] = (score, best[page][1] if page in best else pos)
+        ranked = []
+        for page, (score, pos) in best.items():
+            match = self.title_match(terms, page)
+            hub = float(self.hub[page])
+            hub += (1.0 - hub) * min(1.0, match)  # a hub the query names is what it asks for
+            ranked.append((page, score * hub * (1.0 + TITLE_WEIGHT * match), pos))
         ranked.sort(key=lambda r: (-r[1], r[0]))
         return ranked[:k]

@@ -246,7 +246,8 @@ class LocalWeb:
         docs, scores = self.top_passages(ids[0], k * 8)  # k*8: enough to find k distinct pages
         if rank_by == "pages" and self.ranker is not None:
             hits = [(page, score, int(docs[pos]))
-                    for page, score, pos in self.ranker.rank(ids[0], self.chunks[docs, 0], scores, k)]
+                    for page, score, pos in self.ranker.rank(ids[0], self.chunks[docs, 0], scores, k,
+                                                             lead=self.chunks[docs, 1] == 0)]
         else:
             hits, seen = [], set()
             for doc, score in zip(docs.tolist(), scores.tolist()):

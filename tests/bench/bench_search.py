@@ -1,8 +1,9 @@
 """Search on the local web: ranking quality (page ranking vs best passage only) and speed (bm25s vs rank-bm25).
 
 Quality: `search_queries.jsonl` holds queries written from page content (descriptive) and from module / article
-titles (short), each with the one page that answers it, split in a dev half (used to choose the page-ranking
-weights in wdlib.ranking) and a held-out half (the figure). Reported per split: hits@1, hits@10 and MRR of
+titles (short), each with the one page that answers it, split in a dev part (103 queries, used to choose the
+page-ranking weights in wdlib.ranking; 34 of them added later to have more to choose on) and a held-out part (68, the
+figure, never used to choose anything). Reported per split: hits@1, hits@10 and MRR of
 `LocalWeb.search` with rank_by="pages" (title field + hub demotion) beside rank_by="passages" (the old ranking).
 
 Speed: both libraries rank the same indexed passages (tokenized once by the bm25s tokenizer: English stopwords,

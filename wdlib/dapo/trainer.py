@@ -314,8 +314,8 @@ def build_trainer(cfg: Config, toolbox: Any, *, qa: list[QAPair] | None = None, 
     model = model or init_model_path(cfg)
     tokenizer = models.load_tokenizer(model if isinstance(model, str) else model.name_or_path)
     args = grpo_config(cfg, output_dir)
-    if isinstance(model, str):
-        args.model_init_kwargs = {"dtype": models.torch_dtype(cfg.models.policy.dtype,
+    if isinstance(model, str):  # on CPU the optimizer keeps fp32 weights (bf16 only as autocast / rollout copy)
+        args.model_init_kwargs = {"dtype": models.torch_dtype("float32" if args.use_cpu else cfg.models.policy.dtype,
                                                               "cpu" if args.use_cpu else "cuda")}
     rollout = AgentRollout(cfg, toolbox, qa, client_factory)
     trainer = DAPOTrainer(
