@@ -372,6 +372,8 @@ def test_generation_model_is_a_bf16_copy_synced_at_each_optimizer_step():
     from wdlib.llm import TransformersClient
 
     policy = models.load_model(MODEL, device="cpu")  # fp32, as the CPU trainer holds it
+    # accelerate's bf16 mixed precision replaces the training model's forward by an autocast wrapper bound to it
+    policy.forward = torch.autocast("cpu", dtype=torch.bfloat16)(policy.forward)
     trainer = SimpleNamespace(state=SimpleNamespace(global_step=0))
     assert generation_model(trainer, policy, "same") is policy
     copy = generation_model(trainer, policy, "bfloat16")
@@ -379,6 +381,7 @@ def test_generation_model_is_a_bf16_copy_synced_at_each_optimizer_step():
     assert next(policy.parameters()).dtype == torch.float32  # the training weights are untouched
     assert all(b.dtype == torch.float32 for n, b in copy.named_buffers() if "inv_freq" in n)
     assert generation_model(trainer, policy, "bfloat16") is copy  # same step: no new copy
+    assert copy.forward.__self__ is copy  # its own forward, not the training model's wrapped one
 
     # The copy generates what the same checkpoint loaded in bf16 generates (greedy).
     tok = models.load_tokenizer(MODEL)

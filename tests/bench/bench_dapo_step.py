@@ -56,7 +56,8 @@ def side(cfg, name: str, init: str, qa, steps: int, kv_cache_tokens: int | None,
               "tool_calls": mean("rollout/tool_calls"), "reward": mean("reward"),
               "kept": mean("dapo/kept_groups"), "refills": mean("dapo/refills")}
     print(f"{name:6s} {result['steps']} steps in {wall:6.0f} s = {result['s_per_step']:6.1f} s/step (per step: rollout "
-          f"{result['rollout_s']:6.1f} s incl. refills, training {result['train_s']:6.1f} s) | turns "
+          f"{result['rollout_s']:6.1f} s incl. refills = {result['rollout_s'] / (1 + result['refills']):5.1f} s per "
+          f"round of rollouts, training {result['train_s']:6.1f} s) | turns "
           f"{result['turns']:.2f}, tool calls {result['tool_calls']:.2f}, reward {result['reward']:+.3f}, "
           f"refills {result['refills']:.1f}", flush=True)
     return result

@@ -144,20 +144,21 @@ def policy_client(trainer, max_batch_size: int = 64, kv_cache_tokens: int = 0, d
 
 
 def generation_model(trainer, model, dtype: str = "same"):
-    """`model` itself, or its copy in `dtype` holding the weights of the current optimizer step. Only the parameters
-    are cast: buffers such as rotary frequencies stay in full precision, as when a model is loaded in bf16."""
-    import copy
-
+    """`model` itself, or a model of the same architecture in `dtype` holding the weights of the current optimizer
+    step. Built from the config, not deep-copied: accelerate's mixed-precision wrapper (an autocast `forward` bound to
+    the training model) would come along and run the fp32 weights instead."""
     import torch
+    from transformers import AutoModelForCausalLM
 
     target = getattr(torch, dtype) if dtype != "same" else None
     if target is None or next(model.parameters()).dtype == target:
         return model
     held = getattr(trainer, "_wd_generation_model", None)
     if held is None or held[0] is not model:  # first rollout, or a model re-gathered under ZeRO-3 / FSDP
-        copied = copy.deepcopy(model).eval().requires_grad_(False)
-        for p in copied.parameters():
-            p.data = p.data.to(target)
+        copied = AutoModelForCausalLM.from_config(model.config, dtype=target)
+        copied.load_state_dict(model.state_dict())  # cast to `target` on the way in
+        copied.generation_config = model.generation_config
+        copied.to(next(model.parameters()).device).eval().requires_grad_(False)
         held = trainer._wd_generation_model = (model, copied, trainer.state.global_step)
     elif held[2] != trainer.state.global_step:
         with torch.no_grad():  # same module tree, same parameter order (tied weights appear once in both)
