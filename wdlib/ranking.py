@@ -13,11 +13,13 @@ can outrank the page that answers. The pages of the best passages are re-scored 
   `1 - HUB_DEMOTION` at 1.0), unless the query names them: the demotion shrinks as the title match grows, so
   "graphical user interfaces with Tk" still finds the Tk chapter's hub page;
 - the **lead**: a page's first passage says what the page is about (an article's definition, a module's summary),
-  so its score counts `1 + LEAD_BOOST` times; a description of an entity ("capital of Sudan at the confluence of the
-  Niles") matches its lead better than the pages that mention it.
+  so its score counts `1 + LEAD_BOOST` times; a description of an entity ("capital and most populous city of
+  Sudan") matches its lead better than the pages that mention it.
 
-Weights were chosen on the dev part of `tests/bench/search_queries.jsonl` (never on its held-out part); `tests/bench/bench_search.py` reports the
-held-out part beside the passage-only ranking. Both fields cost one set intersection per candidate page.
+Weights were chosen on the dev part of `tests/bench/search_queries.jsonl` (never on its held-out part);
+`tests/bench/bench_search.py` reports the held-out part beside the passage-only ranking. Both fields cost one set
+intersection per candidate page. A page keeps the position of its first passage among the candidates (the snippet's
+region) even when the lead boost makes a later passage its best.
 """
 
 from __future__ import annotations
