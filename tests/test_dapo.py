@@ -364,8 +364,11 @@ def test_real_dapo_step_and_resume_on_cpu(smoke_cfg):
 
 
 # ------------------------------------------------------------------ rollouts from a low-precision copy
-def test_generation_model_is_a_bf16_copy_synced_at_each_optimizer_step():
+def test_generation_model_is_a_bf16_copy_synced_at_each_optimizer_step(monkeypatch):
     from types import SimpleNamespace
+
+    # the copy mechanism itself, as on a CPU with native bf16 (elsewhere rollouts stay fp32: tests/test_models.py)
+    monkeypatch.setattr(models, "cpu_runs_natively", lambda dtype: True)
 
     from wdlib.aio import run_sync
     from wdlib.dapo.rollout import generation_model

@@ -55,3 +55,38 @@ def test_generates_a_tool_call_when_asked(tok_model):
 def test_unknown_embedded_name_is_a_clear_error():
     with pytest.raises(ValueError, match="unknown embedded model"):
         models.resolve("embedded:gpt-9")
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_half_precision_on_cpu_only_where_the_cpu_runs_it(native, monkeypatch, capsys, tmp_path):
+    """bf16 on a CPU without AVX512-BF16/AMX is emulated (~19x slower training, measured): a params file asking for it
+    runs in fp32 there, says so once, and keeps bf16 where the CPU has it; GPUs are not affected."""
+    from wdlib import params, sft
+
+    monkeypatch.setattr(models, "cpu_runs_natively", lambda dtype: native)
+    monkeypatch.setattr(models, "_say_once", models.functools.cache(lambda m: print(m)))
+    want = torch.bfloat16 if native else torch.float32
+    assert models.torch_dtype("bfloat16", "cpu") is want
+    assert models.torch_dtype("bfloat16", "cpu") is want  # the second time silently
+    assert models.torch_dtype("bfloat16", "cuda") is torch.bfloat16
+    assert models.torch_dtype("float32", "cpu") is torch.float32
+    said = capsys.readouterr().out
+    assert said.count("no native bfloat16") == (0 if native else 1)
+
+    data = params.load("params/ci.yaml").dump()
+    data["run"].update(output_dir=str(tmp_path), device="cpu")
+    data["wandb"]["mode"] = "disabled"
+    data["sft"]["trainer_kwargs"] = {"bf16": True}
+    cfg = params.from_dict(data)
+    args = sft.training_args(cfg, "cpu")
+    assert args.bf16 is native
+    assert ("sft.trainer_kwargs.bf16" in capsys.readouterr().out) is not native
+
+    from types import SimpleNamespace
+
+    from wdlib.dapo.rollout import generation_model
+
+    policy = models.load_model(NAME, device="cpu")
+    rollout_model = generation_model(SimpleNamespace(state=SimpleNamespace(global_step=0)), policy, "bfloat16")
+    assert (rollout_model is policy) is not native
+    assert next(rollout_model.parameters()).dtype is want

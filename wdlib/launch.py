@@ -29,6 +29,7 @@ from typing import Any, Callable
 
 import yaml
 
+from wdlib import models
 from wdlib.config import Config, ParamsError
 
 
@@ -44,11 +45,16 @@ def trainer_args(cfg: Config, stage: str, args_class: type, **fields: Any):
             raise ParamsError(f"{where}: set {stage}.{key} instead")
         if key not in {f.name for f in dataclasses.fields(args_class)}:
             raise ParamsError(f"{where}: not an argument of trl.{args_class.__name__}")
-    if not extra:
-        return args_class(**fields)
+    merged = {**fields, **extra}
+    if merged.get("use_cpu"):  # autocast in a half type the CPU lacks is emulated: far slower than fp32
+        for flag, dtype in (("bf16", "bfloat16"), ("fp16", "float16")):
+            if merged.get(flag) and models.cpu_dtype(dtype, f"{stage}.trainer_kwargs.{flag}") == "float32":
+                merged[flag] = False
     try:
-        return args_class(**{**fields, **extra})
+        return args_class(**merged)
     except (TypeError, ValueError) as exc:  # TRL's own checks of the values
+        if not extra:
+            raise
         keys = ", ".join(f"{stage}.trainer_kwargs.{k}" for k in extra)
         raise ParamsError(f"{cfg.source}: {keys}: trl.{args_class.__name__} rejected the arguments: {exc}") from None
 

@@ -150,6 +150,10 @@ def generation_model(trainer, model, dtype: str = "same"):
     import torch
     from transformers import AutoModelForCausalLM
 
+    from wdlib import models
+
+    if dtype != "same" and next(model.parameters()).device.type == "cpu":
+        dtype = models.cpu_dtype(dtype, f"dapo.rollout_dtype {dtype}")
     target = getattr(torch, dtype) if dtype != "same" else None
     if target is None or next(model.parameters()).dtype == target:
         return model
