@@ -1,7 +1,8 @@
 """DAPO step time on params/smoke.yaml: rollouts that re-encode every turn (`models.policy.kv_cache_tokens: 0`) in
 fp32 vs KV-cache reuse in fp32 vs KV-cache reuse with bf16 (rollouts from a bf16 copy of the policy,
 `dapo.rollout_dtype`; the update under bf16 autocast, `trainer_kwargs.bf16`), same settings and seed, side by side in
-one run. Goal: >= 2x less time per step. bf16 pays off on CPUs with AVX512-BF16 / AMX; elsewhere it can be slower.
+one run. Goal: >= 2x less time per step. bf16 pays off on CPUs with AVX512-BF16 / AMX; elsewhere the bf16 side
+runs in fp32 (`wdlib.models.cpu_dtype` says so).
 
 DAPO starts from an SFT checkpoint that writes well-formed turns, or the rollouts are single malformed turns: by
 default the smoke run's (`make smoke` first: `outputs/smoke/checkpoints/sft`, trained on the graded teacher episodes),
