@@ -88,12 +88,14 @@ def resolve(name: str) -> str:
     return name
 
 
-def torch_dtype(dtype: str, device: str):
+def torch_dtype(dtype: str, device: str, what: str | None = None):
+    """The torch dtype for `dtype` on `device`; on a CPU, half precision only where it runs natively (`cpu_dtype`,
+    `what`: the setting named in its notice)."""
     import torch
 
     if dtype == "auto":
         return torch.bfloat16 if device.startswith("cuda") else torch.float32
-    return getattr(torch, cpu_dtype(dtype, f"a model in {dtype}") if device == "cpu" else dtype)
+    return getattr(torch, cpu_dtype(dtype, what or f"a model in {dtype}") if device == "cpu" else dtype)
 
 
 @functools.cache

@@ -152,9 +152,8 @@ def generation_model(trainer, model, dtype: str = "same"):
 
     from wdlib import models
 
-    if dtype != "same" and next(model.parameters()).device.type == "cpu":
-        dtype = models.cpu_dtype(dtype, f"dapo.rollout_dtype {dtype}")
-    target = getattr(torch, dtype) if dtype != "same" else None
+    device = next(model.parameters()).device.type
+    target = None if dtype == "same" else models.torch_dtype(dtype, device, f"dapo.rollout_dtype {dtype}")
     if target is None or next(model.parameters()).dtype == target:
         return model
     held = getattr(trainer, "_wd_generation_model", None)
