@@ -96,7 +96,8 @@ def test_overlong_penalty_counts_model_tokens_only():
 
 
 # ------------------------------------------------------------------ dynamic sampling on a real GRPOTrainer
-def _tiny_trainer(tmp_path, rows, rollout_func, reward_funcs, *, max_refills=2, G=2, per_device=4):
+def _tiny_trainer(tmp_path, rows, rollout_func, reward_funcs, *, max_refills=2, G=2, per_device=4,
+                  accuracy_reward=None):
     from datasets import Dataset
     from trl import GRPOConfig
 
@@ -109,7 +110,7 @@ def _tiny_trainer(tmp_path, rows, rollout_func, reward_funcs, *, max_refills=2, 
                       max_steps=1, logging_steps=1, save_strategy="no", learning_rate=1e-5, disable_dropout=True)
     trainer = DAPOTrainer(model=path, processing_class=models.load_tokenizer(path), reward_funcs=reward_funcs,
                           args=args, train_dataset=Dataset.from_list(rows), rollout_func=rollout_func,
-                          max_refills=max_refills)
+                          max_refills=max_refills, accuracy_reward=accuracy_reward)
     trainer.model.train()
     return trainer
 
@@ -174,6 +175,48 @@ def test_dynamic_sampling_stops_at_its_cap_when_nothing_is_informative(tmp_path)
     metrics = trainer._metrics["train"]
     assert metrics["dapo/kept_groups"][-1] == 0 and metrics["dapo/no_informative_group"][-1] == 1.0
     assert batch["advantages"].numel() == 4 and torch.count_nonzero(batch["advantages"]) == 0  # the original batch
+
+
+def answer_reward(prompts, completions, kind, **kwargs):  # named as wdlib's, which the accuracy rule reads
+    return [float(i % 2) if k == "right-and-wrong" else 0.0 for i, k in enumerate(kind)]
+
+
+def format_reward(prompts, completions, kind, **kwargs):  # "format-only": answers all wrong, format differs
+    return [float(i % 2) if k == "format-only" else 1.0 for i, k in enumerate(kind)]
+
+
+@pytest.mark.parametrize("rule", ["accuracy", "reward"])
+def test_dynamic_sampling_by_accuracy_drops_format_only_groups(tmp_path, rule):
+    calls = []
+    rows = _rows(["format-only", "right-and-wrong", "right-and-wrong", "right-and-wrong"])
+    trainer = _tiny_trainer(tmp_path, rows, _fixed_rollout(calls), [format_reward, answer_reward], max_refills=2,
+                            accuracy_reward="answer_reward" if rule == "accuracy" else None)
+    inputs = [dict(rows[0]), dict(rows[0]), dict(rows[1]), dict(rows[1])]
+    batch = trainer._generate_and_score_completions(inputs)
+    prompts = " ".join(trainer.processing_class.batch_decode(batch["prompt_ids"], skip_special_tokens=True))
+    metrics = trainer._metrics["train"]
+    if rule == "accuracy":  # DAPO's rule: all-wrong answers carry no signal, whatever the format reward says
+        assert "format-only" not in prompts and len(calls) >= 2 and metrics["dapo/dropped_groups"][-1] >= 1
+    else:  # the total reward differs (0.1 format weight, scaled to unit advantages by the group's std)
+        assert "format-only" in prompts and len(calls) == 1 and metrics["dapo/dropped_groups"][-1] == 0
+    assert batch["advantages"].numel() == 4 and (batch["advantages"].view(-1, 2).abs().amax(1) > 0).all()
+
+
+def test_dynamic_sampling_with_nothing_informative_trains_on_zero_advantages(tmp_path):
+    calls = []
+    rows = _rows(["format-only"] * 4)
+    trainer = _tiny_trainer(tmp_path, rows, _fixed_rollout(calls), [format_reward, answer_reward], max_refills=1,
+                            accuracy_reward="answer_reward")
+    inputs = [dict(rows[0]), dict(rows[0]), dict(rows[1]), dict(rows[1])]
+    batch = trainer._generate_and_score_completions(inputs)
+    assert len(calls) == 2 and trainer._metrics["train"]["dapo/no_informative_group"][-1] == 1.0
+    assert batch["advantages"].numel() == 4 and torch.count_nonzero(batch["advantages"]) == 0
+
+
+def test_accuracy_reward_must_name_a_reward_function(tmp_path):
+    with pytest.raises(ValueError, match="not one of the reward functions"):
+        _tiny_trainer(tmp_path, _rows(["flat"] * 2), _fixed_rollout([]), [_reward_by_kind],
+                      accuracy_reward="answer_reward")
 
 
 def test_merge_batches_repads_left_and_right():

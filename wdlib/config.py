@@ -253,7 +253,11 @@ class DAPOParams(Section):
     max_turns: int = Field(8, gt=0)
     max_completion_length: int = Field(8192, gt=0)  # model + observation tokens per trajectory
     max_new_tokens_per_turn: int = Field(1024, gt=0)
-    dynamic_sampling: bool = True  # drop groups whose rewards are all equal, roll out more questions instead
+    dynamic_sampling: bool = True  # drop uninformative groups, roll out more questions instead
+    # "accuracy" (DAPO's rule): a group whose answers are all right or all wrong is dropped, whatever its format or
+    # length rewards; "reward": only a group whose total rewards are all equal is dropped (format-only differences,
+    # blown up to unit advantages by the group's std, then drive the update)
+    dynamic_sampling_by: Literal["accuracy", "reward"] = "accuracy"
     max_refills: int = Field(3, ge=0)  # extra rollout rounds per step at most; then train on what was kept
     overlong_buffer: int = Field(1024, ge=0)  # soft punishment over the last `overlong_buffer` model tokens
     overlong_max_model_tokens: int = Field(4096, gt=0)  # model tokens (observations excluded) for penalty -1

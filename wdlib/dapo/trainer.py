@@ -7,8 +7,10 @@ R = 0.1·format + 0.9·answer. How it maps onto TRL 1.15:
 - `GRPOConfig(loss_type="dapo", epsilon, epsilon_high, beta=0, mask_truncated_completions)` gives the loss
   (`grpo_config`; `dapo.trainer_kwargs` passes any other GRPOConfig argument through).
 - `wdlib.dapo.rollout.AgentRollout` is the trainer's `rollout_func` (multi-turn rollouts, observations masked).
-- `DAPOTrainer` overrides one hook, `_generate_and_score_completions`, for dynamic sampling: groups whose rewards
-  are all equal (zero advantage) are dropped and more prompts are rolled out, at most `dapo.max_refills` times.
+- `DAPOTrainer` overrides one hook, `_generate_and_score_completions`, for dynamic sampling: groups whose answers
+  are all right or all wrong (DAPO's accuracy rule; `dapo.dynamic_sampling_by: reward` drops only groups whose total
+  rewards are equal) are dropped and more prompts are rolled out, at most `dapo.max_refills` times. It reads the
+  answer rewards by keeping what `_calculate_rewards` returns.
 - `overlong_penalty` is DAPO's soft length punishment counted on model tokens only (TRL's own
   `get_soft_overlong_punishment` would count tool responses too).
 
@@ -93,6 +95,12 @@ def informative_groups(advantages: torch.Tensor, num_generations: int, tol: floa
     return advantages.view(-1, num_generations).abs().amax(dim=1) > tol
 
 
+def mixed_groups(scores: torch.Tensor, num_generations: int, tol: float = 1e-6) -> torch.Tensor:
+    """Bool per group: True when its scores (one per rollout, e.g. answer right = 1) are not all equal."""
+    grouped = scores.view(-1, num_generations)
+    return (grouped.amax(dim=1) - grouped.amin(dim=1)) > tol
+
+
 _LEFT_PADDED = ("prompt_ids", "prompt_mask")
 
 
@@ -141,12 +149,21 @@ def merge_batches(batches: list[dict[str, Any]], pad_token_id: int) -> dict[str,
 
 
 class DAPOTrainer(GRPOTrainer):
-    """GRPOTrainer + DAPO's dynamic sampling (one hook) and rollout/train timing."""
+    """GRPOTrainer + DAPO's dynamic sampling (one hook) and rollout/train timing.
 
-    def __init__(self, *args, dynamic_sampling: bool = True, max_refills: int = 3, **kwargs):
+    `accuracy_reward` names the reward function that scores the answer: a group is kept only if that reward differs
+    inside it (DAPO's rule). None: kept if the total reward differs."""
+
+    def __init__(self, *args, dynamic_sampling: bool = True, max_refills: int = 3,
+                 accuracy_reward: str | None = None, **kwargs):
         super().__init__(*args, **kwargs)
         self.dynamic_sampling = dynamic_sampling
         self.max_refills = max_refills
+        if accuracy_reward is not None and accuracy_reward not in self.reward_func_names:
+            raise ValueError(f"accuracy_reward={accuracy_reward!r} is not one of the reward functions "
+                             f"{self.reward_func_names}")
+        self.accuracy_column = None if accuracy_reward is None else self.reward_func_names.index(accuracy_reward)
+        self._rewards_per_func: torch.Tensor | None = None
         self._refill_rng = random.Random(self.args.seed + self.accelerator.process_index)
         self._refill_order: list[int] = []
         self._rollout_s = 0.0
@@ -170,6 +187,21 @@ class DAPOTrainer(GRPOTrainer):
         return batch
 
     # -- dynamic sampling
+    def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
+        # Kept for `_informative`: TRL returns only the mixed advantages (rows of all processes, gathered).
+        self._rewards_per_func = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
+        return self._rewards_per_func
+
+    def _informative(self, batch: dict[str, Any]) -> torch.Tensor:
+        """Bool per local group of the batch just scored: rewards differ, and (with an accuracy reward) answers do."""
+        keep = informative_groups(batch["advantages"], self.num_generations)
+        if self.accuracy_column is None:
+            return keep
+        n = batch["advantages"].numel()
+        start = self.accelerator.process_index * n
+        scores = self._rewards_per_func[start:start + n, self.accuracy_column].nan_to_num(0.0)
+        return keep & mixed_groups(scores, self.num_generations).to(keep.device)
+
     def _global_sum(self, value: int) -> int:
         return int(self.accelerator.gather(torch.tensor([value], device=self.accelerator.device)).sum().item())
 
@@ -191,7 +223,7 @@ class DAPOTrainer(GRPOTrainer):
                              f"num_generations={G}; make per_device_train_batch_size × gradient_accumulation_steps "
                              "a multiple of num_generations")
         want = len(inputs) // G  # groups this process trains on per step
-        keep = informative_groups(batch["advantages"], G)
+        keep = self._informative(batch)
         kept = [self._groups(batch, keep)] if keep.any() else []
         n_kept, generated, refills = int(keep.sum()), len(keep), 0
         while self._global_sum(n_kept) < self._global_sum(want) and refills < self.max_refills:
@@ -199,7 +231,7 @@ class DAPOTrainer(GRPOTrainer):
             missing = self._global_sum(max(0, want - n_kept))
             more_inputs = self._refill_inputs(math.ceil(missing / self.accelerator.num_processes))
             more = super()._generate_and_score_completions(more_inputs)
-            more_keep = informative_groups(more["advantages"], G)
+            more_keep = self._informative(more)
             if more_keep.any():
                 kept.append(self._groups(more, more_keep))
             n_kept, generated, refills = n_kept + int(more_keep.sum()), generated + len(more_keep), refills + 1
@@ -211,13 +243,13 @@ class DAPOTrainer(GRPOTrainer):
         metrics["dapo/kept_fraction"].append(total_kept / max(1, total_generated))
         metrics["dapo/refills"].append(refills)
         if total_kept == 0:
-            # Nothing informative even after the refills: train on the original batch (all advantages are zero,
-            # so the step changes nothing but the optimizer state) rather than loop forever.
-            log.info("dynamic sampling: no group with differing rewards after %d refills; using the original batch",
+            # Nothing informative even after the refills: train on the original batch with its advantages zeroed
+            # (under the accuracy rule they may hold format-only differences), rather than loop forever.
+            log.info("dynamic sampling: no informative group after %d refills; the original batch, advantages 0",
                      refills)
             metrics["dapo/no_informative_group"].append(1.0)
             metrics["dapo/groups_used"].append(self._global_sum(want))
-            return batch
+            return {**batch, "advantages": torch.zeros_like(batch["advantages"])}
         metrics["dapo/no_informative_group"].append(0.0)
 
         merged = merge_batches(kept, self._tokenizer.pad_token_id) if kept else None
@@ -327,6 +359,7 @@ def build_trainer(cfg: Config, toolbox: Any, *, qa: list[QAPair] | None = None, 
         rollout_func=rollout,
         dynamic_sampling=cfg.dapo.dynamic_sampling,
         max_refills=cfg.dapo.max_refills,
+        accuracy_reward="answer_reward" if cfg.dapo.dynamic_sampling_by == "accuracy" else None,
     )
     trainer.agent_rollout = rollout
     trainer.init_model = model if isinstance(model, str) else getattr(model, "name_or_path", "")
