@@ -188,7 +188,7 @@ class DAPOTrainer(GRPOTrainer):
 
     # -- dynamic sampling
     def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
-        # Kept for `_informative`: TRL returns only the mixed advantages (rows of all processes, gathered).
+        # Kept for `_informative`: TRL's batch holds the advantages, not the reward of each function.
         self._rewards_per_func = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
         return self._rewards_per_func
 
