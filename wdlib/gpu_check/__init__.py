@@ -128,6 +128,7 @@ def params(run_dir: Path, model: str, device: str) -> dict[str, Any]:
                  "max_turns": 2, "max_new_tokens_per_turn": 32, "max_completion_length": 512, "max_refills": 1,
                  "overlong_max_model_tokens": 40, "overlong_buffer": 38, "mask_truncated_completions": False,
                  "rollout_concurrency": 4, "use_vllm": False, "gradient_checkpointing": device == "cuda",
+                 "dynamic_sampling_by": "reward",  # a random model answers nothing right: keep length differences
                  "num_processes": 1, "learning_rate": 1e-4},  # large enough to move bf16 weights in 2 steps
         "wandb": {"mode": "disabled"},
     }
