@@ -89,15 +89,10 @@ def make_overlong_reward(cfg: Config) -> Callable:
 
 
 # ------------------------------------------------------------------ dynamic sampling
-def informative_groups(advantages: torch.Tensor, num_generations: int, tol: float = 1e-6) -> torch.Tensor:
-    """Bool per group: True when its rewards differ (some advantage non-zero). A group whose rewards are all equal
-    has advantages (r - mean)/(std + eps) = 0 up to float rounding."""
-    return advantages.view(-1, num_generations).abs().amax(dim=1) > tol
-
-
-def mixed_groups(scores: torch.Tensor, num_generations: int, tol: float = 1e-6) -> torch.Tensor:
-    """Bool per group: True when its scores (one per rollout, e.g. answer right = 1) are not all equal."""
-    grouped = scores.view(-1, num_generations)
+def informative_groups(values: torch.Tensor, num_generations: int, tol: float = 1e-6) -> torch.Tensor:
+    """Bool per group: True when its values (the advantages, or one reward per rollout such as answer right = 1)
+    are not all equal. A group whose rewards are all equal has advantages (r - mean)/(std + eps) = 0 up to rounding."""
+    grouped = values.view(-1, num_generations)
     return (grouped.amax(dim=1) - grouped.amin(dim=1)) > tol
 
 
@@ -200,7 +195,7 @@ class DAPOTrainer(GRPOTrainer):
         n = batch["advantages"].numel()
         start = self.accelerator.process_index * n
         scores = self._rewards_per_func[start:start + n, self.accuracy_column].nan_to_num(0.0)
-        return keep & mixed_groups(scores, self.num_generations).to(keep.device)
+        return keep & informative_groups(scores, self.num_generations).to(keep.device)
 
     def _global_sum(self, value: int) -> int:
         return int(self.accelerator.gather(torch.tensor([value], device=self.accelerator.device)).sum().item())
