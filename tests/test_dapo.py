@@ -7,6 +7,7 @@ import asyncio
 import json
 import math
 
+import pandas as pd
 import pytest
 import torch
 
@@ -163,6 +164,24 @@ def test_dynamic_sampling_drops_flat_group_and_refills(tmp_path):
     mask = batch["completion_mask"] * batch["tool_mask"]
     assert int(batch["num_items_in_batch"]) == int(mask.sum())
     assert "flat" not in " ".join(trainer.processing_class.batch_decode(batch["prompt_ids"], skip_special_tokens=True))
+
+
+def test_completions_log_holds_every_rollout_of_the_step_and_marks_the_trained_ones(tmp_path):
+    # TRL's own log keeps only the last generation call (a refill) and shows the advantages of dropped groups too
+    calls = []
+    rows = _rows(["flat", "mixed", "mixed", "mixed", "flat", "mixed"])
+    trainer = _tiny_trainer(tmp_path, rows, _fixed_rollout(calls), [_reward_by_kind], max_refills=3)
+    for step in range(2):
+        first = len(calls)
+        inputs = [dict(rows[0]), dict(rows[0]), dict(rows[1]), dict(rows[1])]
+        trainer._generate_and_score_completions(inputs)
+        logged = [p[-1]["content"] for p in trainer._logs["prompt"]]
+        trained = list(trainer._logs["extra"]["trained"])
+        assert logged == [q for call in calls[first:] for q in call], "every rollout of this step, refills included"
+        assert len(trained) == len(logged) == len(trainer._logs["advantages"]) == len(trainer._logs["completion"])
+        assert sum(trained) == 4  # two groups of two trained on, as in the batch
+        assert all("mixed" in q for q, t in zip(logged, trained) if t)
+        assert not any(t for q, t in zip(logged, trained) if "flat" in q)
 
 
 def test_dynamic_sampling_stops_at_its_cap_when_nothing_is_informative(tmp_path):
@@ -399,6 +418,9 @@ def test_real_dapo_step_and_resume_on_cpu(smoke_cfg):
     trained = models.load_model(str(final), device="cpu").state_dict()
     moved = any(not torch.equal(initial[k], trained[k]) for k in initial)
     assert moved == (logs["dapo/kept_groups"] > 0)  # an informative group moves the weights; none leaves them
+    # the completions log: this step's rollouts, the trained ones marked
+    table = pd.read_parquet(cfg.paths.trainer_dir("dapo") / "completions" / "completions_00001.parquet")
+    assert len(table) == 2 and table["trained"].sum() == 2 * logs["dapo/kept_groups"]
 
     second = train(cfg)  # max_steps already reached: nothing trained, the saved summary comes back
     assert second["global_step"] == 1 and (cfg.paths.trainer_dir("dapo") / "checkpoint-1").is_dir()

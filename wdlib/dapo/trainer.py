@@ -10,7 +10,9 @@ R = 0.1·format + 0.9·answer. How it maps onto TRL 1.15:
 - `DAPOTrainer` overrides one hook, `_generate_and_score_completions`, for dynamic sampling: groups whose answers
   are all right or all wrong (DAPO's accuracy rule; `dapo.dynamic_sampling_by: reward` drops only groups whose total
   rewards are equal) are dropped and more prompts are rolled out, at most `dapo.max_refills` times. It reads the
-  answer rewards by keeping what `_calculate_rewards` returns.
+  answer rewards by keeping what `_calculate_rewards` returns. The completions log (`log_completions`: the
+  `completions/*.parquet` of the trainer folder) holds every rollout of the step, refills included, with a `trained`
+  column; TRL's own keeps only the last generation call and shows advantages of groups that were dropped.
 - `overlong_penalty` is DAPO's soft length punishment counted on model tokens only (TRL's own
   `get_soft_overlong_punishment` would count tool responses too).
 
@@ -27,10 +29,12 @@ import math
 import os
 import random
 import time
+from collections import defaultdict, deque
 from pathlib import Path
 from typing import Any, Callable
 
 import torch
+from accelerate.utils import gather_object
 from trl import GRPOTrainer
 
 from wdlib import models, params
@@ -162,6 +166,10 @@ class DAPOTrainer(GRPOTrainer):
         self._refill_rng = random.Random(self.args.seed + self.accelerator.process_index)
         self._refill_order: list[int] = []
         self._rollout_s = 0.0
+        if dynamic_sampling:  # room for the refills' rollouts in the completions log
+            size = self.args.generation_batch_size * (max_refills + 1)
+            self._logs = {key: defaultdict(lambda: deque(maxlen=size)) if isinstance(value, defaultdict)
+                          else deque(maxlen=size) for key, value in self._logs.items()}
 
     # -- timing: rollout happens inside training_step (in _prepare_inputs), so split it out
     def training_step(self, model, inputs, num_items_in_batch):
@@ -173,8 +181,12 @@ class DAPOTrainer(GRPOTrainer):
 
     def _generate_and_score_completions(self, inputs):
         start = time.perf_counter()
+        sampling = self.model.training and self.dynamic_sampling
+        if sampling:  # the completions log shows this step's rollouts only
+            for value in self._logs.values():
+                value.clear()
         batch = super()._generate_and_score_completions(inputs)
-        if self.model.training and self.dynamic_sampling:
+        if sampling:
             batch = self._dynamic_sampling(inputs, batch)
         self._rollout_s += time.perf_counter() - start
         self._metrics["train" if self.model.training else "eval"]["time/rollout_s"].append(
@@ -219,6 +231,7 @@ class DAPOTrainer(GRPOTrainer):
                              "a multiple of num_generations")
         want = len(inputs) // G  # groups this process trains on per step
         keep = self._informative(batch)
+        keeps = [keep]
         kept = [self._groups(batch, keep)] if keep.any() else []
         n_kept, generated, refills = int(keep.sum()), len(keep), 0
         while self._global_sum(n_kept) < self._global_sum(want) and refills < self.max_refills:
@@ -227,6 +240,7 @@ class DAPOTrainer(GRPOTrainer):
             more_inputs = self._refill_inputs(math.ceil(missing / self.accelerator.num_processes))
             more = super()._generate_and_score_completions(more_inputs)
             more_keep = self._informative(more)
+            keeps.append(more_keep)
             if more_keep.any():
                 kept.append(self._groups(more, more_keep))
             n_kept, generated, refills = n_kept + int(more_keep.sum()), generated + len(more_keep), refills + 1
@@ -237,6 +251,7 @@ class DAPOTrainer(GRPOTrainer):
         metrics["dapo/dropped_groups"].append(total_generated - total_kept)
         metrics["dapo/kept_fraction"].append(total_kept / max(1, total_generated))
         metrics["dapo/refills"].append(refills)
+        self._log_trained(keeps, want if total_kept else 0)
         if total_kept == 0:
             # Nothing informative even after the refills: train on the original batch with its advantages zeroed
             # (under the accuracy rule they may hold format-only differences), rather than loop forever.
@@ -257,6 +272,17 @@ class DAPOTrainer(GRPOTrainer):
             mask = mask * merged["tool_mask"]
         merged["num_items_in_batch"] = self.accelerator.gather(mask.sum()).sum()
         return merged
+
+    def _log_trained(self, keeps: list[torch.Tensor], want: int) -> None:
+        """The `trained` column of the completions log, one entry per rollout of each generation call in order: the
+        first `want` kept groups are trained on (as in `_dynamic_sampling`), the rest of the rollouts are not."""
+        for keep in keeps:
+            flags = []
+            for informative in keep.tolist():
+                trained = informative and want > 0
+                want -= trained
+                flags.extend([trained] * self.num_generations)
+            self._logs["extra"]["trained"].extend(gather_object(flags))
 
     def _groups(self, batch: dict[str, Any], keep: torch.Tensor) -> dict[str, Any]:
         rows = torch.arange(len(keep) * self.num_generations).view(-1, self.num_generations)[keep.cpu()].flatten()
