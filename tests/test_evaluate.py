@@ -258,6 +258,24 @@ def _fake_results(cfg, bench: Benchmark, label: str, right: dict[tuple[str, int]
                 "judge": {"correct": ok, "method": "rules"}, "messages": []}])
 
 
+def test_stage_gains_compare_dapo_with_the_checkpoint_it_started_from(tmp_path):
+    cfg = make_cfg(tmp_path)
+    items = [QAPair(f"question {i}", f"answer {i}", source="gaia", difficulty="1") for i in range(4)]
+    bench = Benchmark("gaia", items, ["1"])
+    labels = ["base", "sft", "sft-rs", "dapo"]
+    for n, label in enumerate(labels):  # stage n gets the first n questions right
+        _fake_results(cfg, bench, label, {(qa.id, r): i < n for i, qa in enumerate(items) for r in range(3)})
+
+    def pairs():
+        gains = evaluate.stage_gains(cfg, bench, labels, samples=50)
+        return [(g["from"], g["to"], g["metrics"]["pass@1"]["avg"]["diff"]) for g in gains]
+
+    cfg.dapo.init = "sft"  # the rejection round's checkpoint evaluated beside, but DAPO started from the first pass
+    assert pairs() == [("base", "sft", 0.25), ("sft", "sft-rs", 0.25), ("sft", "dapo", 0.5)]
+    cfg.dapo.init = "sft-rs"
+    assert pairs() == [("base", "sft", 0.25), ("sft", "sft-rs", 0.25), ("sft-rs", "dapo", 0.25)]
+
+
 def test_summary_tables_and_figures_on_synthetic_results(tmp_path):
     cfg = make_cfg(tmp_path)
     items = [QAPair(f"question {i}", f"answer {i}", source="gaia", difficulty=lv)

@@ -206,6 +206,17 @@ class RewardsParams(Section):
 
 
 # ---------------------------------------------------------------- training
+class RejectionParams(Section):
+    """A rejection-sampling round from the SFT policy itself (`wdlib.sft.rejection`): it samples the SFT questions,
+    keeps what passes the teacher's funnel, and trains the SFT checkpoint on its own kept samples + the teacher's."""
+    samples_per_question: int = Field(0, ge=0)  # 0: no round; N: up to N samples, stop at the first that passes
+    max_questions: int | None = Field(None, gt=0)  # the first n SFT questions (None: all)
+    temperature: float = Field(0.7, ge=0)
+    top_p: float = Field(0.95, gt=0, le=1)
+    num_train_epochs: float = Field(1.0, gt=0)  # of the second pass, from the first pass's checkpoint
+    max_steps: int = -1  # of the second pass (> 0 overrides num_train_epochs)
+
+
 class SFTParams(Section):
     backend: Literal["hf", "unsloth"] = "hf"
     init: str | None = None  # None → models.policy
@@ -235,6 +246,9 @@ class SFTParams(Section):
     max_examples: int | None = Field(None, gt=0)  # a seeded random subset after fitting (CPU smoke runs)
     max_external: int | None = Field(None, gt=0)  # a seeded random subset of each external file (CPU smoke runs)
     trainer_kwargs: dict[str, Any] = Field(default_factory=dict)  # any other trl.SFTConfig argument, passed through
+    checkpoint: str = "sft"  # the folder under checkpoints/ (and the stats file) this pass writes
+    policy_samples: bool = False  # train on the SFT policy's own kept samples too (`sft.rejection`'s file)
+    rejection: RejectionParams = Field(default_factory=RejectionParams)
 
 
 class DAPOParams(Section):
@@ -381,6 +395,9 @@ class RunPaths:
         self.trajectories, self.trajectories_html = root / "trajectories.jsonl", root / "trajectories.html"
         self.funnel, self.funnel_external = root / "funnel.json", root / "funnel_external.json"
         self.sft_data = root / "sft_data.jsonl"
+        # 03 · SFT's rejection-sampling round: the SFT policy's samples (all, with verdicts), its funnel, the kept ones
+        self.policy_trajectories, self.policy_funnel, self.policy_data = (
+            root / f for f in ("sft_policy_trajectories.jsonl", "sft_policy_funnel.json", "sft_policy_data.jsonl"))
         self.synthesis_summary = root / "synthesis_summary.json"
         self.dapo_rollouts = root / "dapo_rollouts.jsonl"  # 04 · DAPO: a few rollouts per step
         self.eval = root / "eval"  # 05 · evaluation
@@ -389,7 +406,7 @@ class RunPaths:
         self.eval_toolbox_stats = self.eval / "toolbox_stats.json"  # tool calls, errors, snapshot misses
         self.reports = root / "reports"  # 06 · one folder per topic: report.html/.md/.json, evidence, trajectory
 
-    # 03 · SFT and 04 · DAPO, the same layout per training stage ("sft" | "dapo")
+    # 03 · SFT and 04 · DAPO, the same layout per training stage ("sft" | "dapo"; "sft-rs" after the rejection round)
     def checkpoint_dir(self, stage: str) -> Path:
         """The final model + tokenizer of a training stage (what the next stages load)."""
         return self.root / "checkpoints" / stage
@@ -400,7 +417,7 @@ class RunPaths:
 
     def summary_path(self, stage: str) -> Path:
         """What a finished training stage saved about itself (data statistics, metrics, log history)."""
-        return self.root / {"sft": "sft_stats.json", "dapo": "dapo_summary.json"}[stage]
+        return self.root / ("dapo_summary.json" if stage == "dapo" else f"{stage.replace('-', '_')}_stats.json")
 
     def launch_params(self, stage: str) -> Path:
         """The exact params a stage launched under `accelerate launch` reads back."""

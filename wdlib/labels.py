@@ -8,8 +8,10 @@ import re
 
 BENCHMARK_TITLES = {"gaia": "GAIA", "webwalkerqa": "WebWalkerQA", "local": "Local web"}
 LEVEL_TITLES = {"1": "Level 1", "2": "Level 2", "3": "Level 3", "easy": "Easy", "medium": "Medium", "hard": "Hard"}
-STAGES = ("base", "sft", "dapo")  # the models a run evaluates: the policy, then its SFT and DAPO checkpoints
-STAGE_TITLES = {"base": "ReAct (base)", "sft": "SFT", "dapo": "SFT+DAPO (WebDancer)"}
+# the models a run evaluates: the policy, then its SFT (+ rejection round: sft-rs) and DAPO checkpoints, in order
+STAGES = ("base", "sft", "sft-rs", "dapo")
+STAGE_TITLES = {"base": "ReAct (base)", "sft": "SFT", "sft-rs": "SFT + own samples (RS)",
+                "dapo": "SFT+DAPO (WebDancer)"}
 
 
 def model_title(label: str) -> str:

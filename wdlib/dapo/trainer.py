@@ -51,14 +51,14 @@ os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")  # rollout_func is "exper
 
 
 def init_model_path(cfg: Config) -> str:
-    """`dapo.init`: "sft" → the run's SFT checkpoint (falling back to models.policy when it is missing), else a
-    model name/path; None → models.policy."""
+    """`dapo.init`: "sft" (or "sft-rs", after the rejection round) → the run's SFT checkpoint (falling back to
+    models.policy when it is missing), else a model name/path; None → models.policy."""
     init = cfg.dapo.init
     if init is None:
         return models.resolve(cfg.models.policy.name)
-    if init != "sft":
+    if init not in ("sft", "sft-rs"):
         return models.resolve(init)
-    sft_dir = cfg.paths.checkpoint_dir("sft")
+    sft_dir = cfg.paths.checkpoint_dir(init)
     if (sft_dir / "config.json").is_file():
         return str(sft_dir)
     print(f"[dapo] no SFT checkpoint at {sft_dir} (run notebook 03 first): starting from models.policy "

@@ -90,12 +90,15 @@ def summarize(cfg: Config, benchmarks: dict[str, Benchmark], models: dict[str, M
 
 
 def stage_gains(cfg: Config, benchmark: Benchmark, labels: list[str], *, samples: int) -> list[dict[str, Any]]:
-    """The paired bootstrap of each evaluated stage over the previous one (base → sft → dapo), per level and over all
-    questions, on the questions both models completed in every run."""
+    """The paired bootstrap of each evaluated stage over the previous one (base → sft → sft-rs → dapo; DAPO over the
+    checkpoint it started from, `dapo.init`, when that was evaluated), per level and over all questions, on the
+    questions both models completed in every run."""
     k = cfg.eval.runs
     stages = [s for s in STAGES if s in labels]
+    pairs = [(cfg.dapo.init if after == "dapo" and cfg.dapo.init in stages else before, after)
+             for before, after in zip(stages, stages[1:])]
     out = []
-    for before, after in zip(stages, stages[1:]):
+    for before, after in pairs:
         res = {label: load_results(cfg, benchmark, label) for label in (before, after)}
         both = [qa for qa in benchmark.items if all(r is not None for label in res for r in res[label][qa.id])]
         cells = {"avg": [qa.id for qa in both]}

@@ -43,7 +43,7 @@ def eval_models(cfg: Config) -> tuple[dict[str, ModelSpec], dict[str, str]]:
             # A checkpoint is served like the policy (same backend, dtype, limits), from its folder.
             models[label] = policy.model_copy(update={"name": str(path)})
         else:
-            skipped[label] = f"no checkpoint at {path} (run notebook {'03' if stage == 'sft' else '04'} first)"
+            skipped[label] = f"no checkpoint at {path} (run notebook {'04' if stage == 'dapo' else '03'} first)"
     for label, spec in cfg.eval.extra_models.items():
         models[_safe_label(label)] = spec
     return models, skipped

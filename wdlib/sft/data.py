@@ -97,6 +97,12 @@ def load_conversations(cfg: Config) -> tuple[list[list[dict[str, str]]], dict[st
     else:
         stats["messages"].append(f"no trajectories of this run yet ({ours} missing: run notebook 01 first)")
         stats["sources"]["run"] = 0
+    if cfg.sft.policy_samples:  # the rejection round's kept samples of the SFT policy (`wdlib.sft.rejection`)
+        if cfg.paths.policy_data.is_file():
+            add(load_trajectories(cfg.paths.policy_data), "sft_policy")
+        else:
+            stats["messages"].append(f"sft.policy_samples: {cfg.paths.policy_data} missing (sample the policy first)")
+            stats["sources"]["sft_policy"] = 0
     if cfg.sft.include_external:
         rng = random.Random(cfg.run.seed)
         for p in cfg.trajectories.external:

@@ -1,7 +1,8 @@
 """SFT training: TRL `SFTTrainer` on the pre-tokenized conversations of `wdlib.sft.data`, full fine-tune or LoRA
 (peft), `backend: hf | unsloth` (unsloth only on a CUDA GPU), bf16 on GPU, fp32 + `use_cpu` on CPU, resume from the
 latest checkpoint in the run folder. The final model + tokenizer go to `cfg.paths.checkpoint_dir("sft")`, which the
-DAPO and evaluation stages load. Multi-GPU: `run(cfg)` re-launches this stage under `accelerate launch`
+DAPO and evaluation stages load (`sft.checkpoint` names another folder: the rejection round's second pass writes
+`sft-rs`). Multi-GPU: `run(cfg)` re-launches this stage under `accelerate launch`
 (`python -m wdlib.sft --params FILE`).
 """
 
@@ -80,7 +81,7 @@ def training_args(cfg: Config, device: str, load_model: bool = True):
     return trainer_args(
         cfg, "sft", SFTConfig,
         model_init_kwargs={"dtype": dtype} if load_model else None,
-        output_dir=str(cfg.paths.trainer_dir("sft")),
+        output_dir=str(cfg.paths.trainer_dir(s.checkpoint)),
         learning_rate=s.learning_rate,
         num_train_epochs=s.num_train_epochs,
         max_steps=s.max_steps,
@@ -98,7 +99,7 @@ def training_args(cfg: Config, device: str, load_model: bool = True):
         use_cpu=not on_gpu,
         optim="adamw_torch_fused",  # fused AdamW also exists on CPU: ~8x faster per step than the for-loop one
         report_to=tracking.report_to(cfg),
-        run_name=f"{cfg.run.name}-sft",
+        run_name=f"{cfg.run.name}-{s.checkpoint}",
         seed=cfg.run.seed,
         save_only_model=False,  # keep optimizer state so a resumed run continues exactly
     )
@@ -117,18 +118,18 @@ def make_trainer(cfg: Config, dataset, model, tokenizer, peft_config=None, devic
 def last_checkpoint(cfg: Config) -> str | None:
     from transformers.trainer_utils import get_last_checkpoint
 
-    out = cfg.paths.trainer_dir("sft")
+    out = cfg.paths.trainer_dir(cfg.sft.checkpoint)
     return get_last_checkpoint(str(out)) if out.is_dir() else None
 
 
 def _save_final(cfg: Config, trainer, tokenizer) -> Path:
     """Save a plain (merged) model + tokenizer that `from_pretrained` loads, plus the trainer state (loss log)."""
-    final = cfg.paths.checkpoint_dir("sft")
     s = cfg.sft
+    final = cfg.paths.checkpoint_dir(s.checkpoint)
     if s.lora and s.backend == "unsloth":
         trainer.model.save_pretrained_merged(str(final), tokenizer, save_method="merged_16bit")
     elif s.lora:
-        adapter = final.with_name("sft-adapter")
+        adapter = final.with_name(f"{s.checkpoint}-adapter")
         trainer.save_model(str(adapter))  # gathers shards under ZeRO-3; only the main process writes
         if trainer.accelerator.is_main_process:
             from peft import PeftModel
@@ -156,9 +157,10 @@ def train(cfg: Config, conversations: list[list[dict[str, str]]] | None = None) 
     """The whole stage in this process: data → trainer → train (resuming) → final checkpoint + stats."""
     from transformers import set_seed
 
+    name = cfg.sft.checkpoint
     resume = last_checkpoint(cfg) if cfg.sft.resume else None
-    final = cfg.paths.checkpoint_dir("sft")
-    if finished("sft", resume, cfg.sft.max_steps, cfg.paths.summary_path("sft"), final / "trainer_state.json"):
+    final = cfg.paths.checkpoint_dir(name)
+    if finished(name, resume, cfg.sft.max_steps, cfg.paths.summary_path(name), final / "trainer_state.json"):
         return load_result(cfg)
     prepare_backend(cfg)
     set_seed(cfg.run.seed)
@@ -176,7 +178,7 @@ def train(cfg: Config, conversations: list[list[dict[str, str]]] | None = None) 
         dataset = dataset.shuffle(seed=cfg.run.seed).select(range(cfg.sft.max_examples))
     data_stats["examples_used"] = len(dataset)
     main_process = int(os.environ.get("RANK", "0")) == 0
-    wandb_run = tracking.init_wandb(cfg, "sft") if cfg.wandb.mode != "disabled" and main_process else None
+    wandb_run = tracking.init_wandb(cfg, name) if cfg.wandb.mode != "disabled" and main_process else None
     trainer = make_trainer(cfg, dataset, model, tokenizer, peft_config, device)
     if resume:
         print(f"resuming SFT from {resume}")
@@ -184,7 +186,7 @@ def train(cfg: Config, conversations: list[list[dict[str, str]]] | None = None) 
     final = _save_final(cfg, trainer, tokenizer)
     result = SFTResult(final, data_stats, list(trainer.state.log_history), dict(out.metrics))
     if trainer.accelerator.is_main_process:
-        cfg.paths.summary_path("sft").write_text(json.dumps({"checkpoint": str(final), "data": data_stats,
+        cfg.paths.summary_path(name).write_text(json.dumps({"checkpoint": str(final), "data": data_stats,
                                                "metrics": result.metrics, "resumed_from": resume}, indent=2))
     if wandb_run is not None:
         wandb_run.finish()
@@ -199,11 +201,28 @@ def train(cfg: Config, conversations: list[list[dict[str, str]]] | None = None) 
     return result
 
 
+# ---------------------------------------------------------------- the rejection round's second pass
+def second_pass_config(cfg: Config) -> Config:
+    """SFT settings for the pass after the rejection round (`wdlib.synthesis.self_samples`): from the first pass's
+    checkpoint, on the teacher's trajectories plus the policy's kept samples, for `sft.rejection.num_train_epochs`
+    (or `max_steps`), into `checkpoints/sft-rs`."""
+    sub = cfg.model_copy(deep=True)
+    sub.sft.init = str(cfg.paths.checkpoint_dir("sft"))
+    sub.sft.checkpoint, sub.sft.policy_samples = "sft-rs", True
+    sub.sft.num_train_epochs, sub.sft.max_steps = cfg.sft.rejection.num_train_epochs, cfg.sft.rejection.max_steps
+    return sub
+
+
+def train_second_pass(cfg: Config) -> SFTResult:
+    """The second pass, in-process or under `accelerate launch` (`sft.num_processes` > 1)."""
+    return run(second_pass_config(cfg))
+
+
 # ---------------------------------------------------------------- multi-GPU launch
 def load_result(cfg: Config) -> SFTResult:
     """The result of a finished run, read back from the run folder (after a subprocess launch)."""
-    final = cfg.paths.checkpoint_dir("sft")
-    stats = json.loads(cfg.paths.summary_path("sft").read_text())
+    final = cfg.paths.checkpoint_dir(cfg.sft.checkpoint)
+    stats = json.loads(cfg.paths.summary_path(cfg.sft.checkpoint).read_text())
     state = json.loads((final / "trainer_state.json").read_text())
     return SFTResult(final, stats["data"], state["log_history"], stats["metrics"])
 

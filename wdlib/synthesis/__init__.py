@@ -6,6 +6,7 @@ through the filter funnel; and, at CPU scale, graded QA over the local web with 
     crawlqa       CrawlQA: LLM and template generators, validation
     e2hqa         E2HQA: entity → description rewrites, seeds
     trajectories  teacher trajectories with rejection sampling
+    self_samples  the same from the SFT policy itself: notebook 03's rejection round
     filters       the funnel: validity → correctness → quality
     facts         facts read off local-web pages; questions about them at three levels
     graded        graded QA: grounded teacher episodes verify each question; the split by answer page
@@ -25,6 +26,7 @@ from wdlib.synthesis.filters import arun_funnel, funnel_counts, run_funnel
 from wdlib.synthesis.qa import answer_in_text, dedupe, leaks, normalize, split_eval
 from wdlib.synthesis.stages import (crawl_site, crawlqa_pairs, e2hqa_pairs, external_funnel, graded_pairs,
                                     teacher_trajectories, write_qa)
+from wdlib.synthesis.self_samples import asample_policy, sample_policy, sampling_config
 from wdlib.synthesis.trajectories import sample_trajectories
 
 __all__ = [
@@ -39,5 +41,5 @@ __all__ = [
     "answer_in_text", "dedupe", "leaks", "normalize", "split_eval",
     "crawl_site", "crawlqa_pairs", "e2hqa_pairs", "external_funnel", "graded_pairs", "teacher_trajectories",
     "write_qa",
-    "sample_trajectories",
+    "sample_trajectories", "asample_policy", "sample_policy", "sampling_config",
 ]
