@@ -4,8 +4,8 @@
         [--runs 3] [--models base,sft,dapo]
 
 Records: `question`, `answer`, optional `level` (.json list or .jsonl). The models are the run's (`eval.checkpoints`:
-base = models.policy, sft / dapo = the run's checkpoints, `eval.extra_models` by name), with the params' sampling and
-judge. OUT is a run folder of its own: trajectories in OUT/eval/<file>/<model>/run<r>.jsonl (resumable), the full
+base = models.policy, sft / sft-rs / dapo = the run's checkpoints, `eval.extra_models` by name), with the params'
+sampling and judge. OUT is a run folder of its own: trajectories in OUT/eval/<file>/<model>/run<r>.jsonl (resumable), the full
 summary and tables in OUT/eval/, and OUT/summary.json: Pass@1 (mean over runs) per model and level.
 """
 
@@ -30,7 +30,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--qa", required=True, help="QA file: .json list or .jsonl of {question, answer, level?}")
     parser.add_argument("--out", required=True, help="output folder (a run folder of its own)")
     parser.add_argument("--runs", type=int, help="runs per question (default: the params' eval.runs)")
-    parser.add_argument("--models", help="comma-separated labels among base, sft, dapo and eval.extra_models")
+    parser.add_argument("--models", help="comma-separated labels among eval.checkpoints (base, sft, sft-rs, dapo) "
+                        "and eval.extra_models")
     args = parser.parse_args(argv)
     try:
         cfg = params.load(args.params)
