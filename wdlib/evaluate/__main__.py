@@ -5,8 +5,8 @@
 
 Records: `question`, `answer`, optional `level` (.json list or .jsonl). The models are the run's (`eval.checkpoints`:
 base = models.policy, sft / sft-rs / dapo = the run's checkpoints, `eval.extra_models` by name), with the params'
-sampling and judge. OUT is a run folder of its own: trajectories in OUT/eval/<file>/<model>/run<r>.jsonl (resumable), the full
-summary and tables in OUT/eval/, and OUT/summary.json: Pass@1 (mean over runs) per model and level.
+sampling and judge. OUT is a run folder of its own: trajectories in OUT/eval/<file>/<model>/run<r>.jsonl (resumable),
+the full summary and tables in OUT/eval/, and OUT/summary.json: Pass@1 (mean over runs) per model and level.
 """
 
 from __future__ import annotations
