@@ -207,8 +207,9 @@ class RewardsParams(Section):
 
 # ---------------------------------------------------------------- training
 class RejectionParams(Section):
-    """A rejection-sampling round from the SFT policy itself (`wdlib.sft.rejection`): it samples the SFT questions,
-    keeps what passes the teacher's funnel, and trains the SFT checkpoint on its own kept samples + the teacher's."""
+    """A rejection-sampling round from the SFT policy itself: it samples the SFT questions and keeps what passes the
+    teacher's funnel (`wdlib.synthesis.self_samples`), then trains the SFT checkpoint on its own kept samples + the
+    teacher's (`wdlib.sft.train_second_pass`)."""
     samples_per_question: int = Field(0, ge=0)  # 0: no round; N: up to N samples, stop at the first that passes
     max_questions: int | None = Field(None, gt=0)  # the first n SFT questions (None: all)
     temperature: float = Field(0.7, ge=0)

@@ -97,7 +97,7 @@ def load_conversations(cfg: Config) -> tuple[list[list[dict[str, str]]], dict[st
     else:
         stats["messages"].append(f"no trajectories of this run yet ({ours} missing: run notebook 01 first)")
         stats["sources"]["run"] = 0
-    if cfg.sft.policy_samples:  # the rejection round's kept samples of the SFT policy (`wdlib.sft.rejection`)
+    if cfg.sft.policy_samples:  # the SFT policy's kept samples (the rejection round, `wdlib.synthesis.self_samples`)
         if cfg.paths.policy_data.is_file():
             add(load_trajectories(cfg.paths.policy_data), "sft_policy")
         else:
