@@ -531,3 +531,49 @@ def test_cli_evaluates_any_qa_file_per_level_without_touching_the_run(tmp_path):
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"question": "no answer"}\n')
     assert main(["--params", str(params), "--qa", str(bad), "--out", str(out)]) == 2
+
+
+def test_cli_compares_any_two_models_by_a_paired_bootstrap(tmp_path):
+    """`--compare weak:strong`: both models are evaluated (or read back), and summary.json carries the paired gain;
+    a malformed pair or a model that cannot be evaluated is a clear error (exit 2)."""
+    from openai_loopback import LoopbackOpenAI, completion
+
+    from wdlib.evaluate.__main__ import main
+
+    gold = {"capital": "Lima", "author": "Jane Austen", "unknowable": "42"}
+
+    def handler(body):
+        messages = body["messages"]
+        if len(messages) == 2:
+            return 200, completion('<think>search</think>\n<tool_call>\n{"name": "search", "arguments": '
+                                   '{"query": ["x"]}}\n</tool_call>')
+        key = next(k for k in gold if k in messages[1]["content"])
+        answer = gold[key] if body["model"] == "strong" else "no idea"
+        return 200, completion(f"<think>found</think>\n<answer>{answer}</answer>")
+
+    qa = tmp_path / "mine.jsonl"
+    qa.write_text("".join(json.dumps({"question": q, "answer": a, "level": lv}) + "\n" for q, a, lv in [
+        ("Which city is the capital of Peru?", "Lima", 1), ("Who is the author of Emma?", "Jane Austen", 2),
+        ("What is unknowable?", "42", 2)]))
+    with LoopbackOpenAI(handler) as server:
+        spec = (f"{{backend: openai, base_url: '{server.base_url}', context_length: 4096, max_new_tokens: 64}}")
+        params = tmp_path / "p.yaml"
+        params.write_text(f"extends: {config.PARAMS_DIR / 'ci.yaml'}\nrun: {{name: r, output_dir: {tmp_path}}}\n"
+                          f"models: {{policy: {{name: loop, backend: openai, base_url: '{server.base_url}'}}}}\n"
+                          "eval: {checkpoints: [sft], max_turns: 3, extra_models: {"
+                          f"weak: {{name: weak, {spec[1:-1]}}}, strong: {{name: strong, {spec[1:-1]}}}}}}}\n")
+        out = tmp_path / "out"
+        argv = ["--params", str(params), "--qa", str(qa), "--out", str(out), "--runs", "2"]
+        assert main(argv + ["--models", "weak", "--compare", "weak:strong"]) == 0
+        assert len(server.requests) == 24  # both models: 3 questions × 2 runs × 2 turns
+        assert main(argv + ["--compare", "weak:strong"]) == 0  # read back: nothing asked again
+        assert len(server.requests) == 24
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["pass@1"]["weak"]["avg"] == 0.0 and summary["pass@1"]["strong"]["avg"] == 1.0
+    (gain,) = summary["gains"]
+    assert (gain["from"], gain["to"], gain["n"]) == ("weak", "strong", 3)
+    assert gain["pass@1"]["avg"]["diff"] == pytest.approx(1.0) and gain["pass@1"]["avg"]["ci"][0] > 0
+    assert gain["pass@1"]["2"]["diff"] == pytest.approx(1.0)
+    assert "| weak → strong | pass@1 | Avg. | +100.0 |" in (out / "eval" / "tables.md").read_text()
+    for bad in ("weak", "weak:weak", "weak:sft"):  # not a pair; the same model; sft has no checkpoint here
+        assert main(argv + ["--compare", bad]) == 2

@@ -29,8 +29,8 @@ The shape of `eval/summary.json` (what the tables, the figures and notebooks rea
 
 Scores are fractions in [0, 1] (tables show %); "avg" is over all questions (micro average, as the paper's Table 1);
 NaN is written as null. Gains compare consecutive stages among base → sft → dapo (or whichever of them were
-evaluated) on the questions both completed in every run, by `wdlib.evaluate.metrics.paired_bootstrap`: diff = later −
-earlier.
+evaluated), then any pairs asked for (`compare`), on the questions both completed in every run, by
+`wdlib.evaluate.metrics.paired_bootstrap`: diff = later − earlier.
 """
 
 from __future__ import annotations
@@ -57,9 +57,11 @@ GAIN_METRICS = ("pass@1", "best_pass@1", "pass@k")  # cons@k equals pass@1 on qu
 
 
 def summarize(cfg: Config, benchmarks: dict[str, Benchmark], models: dict[str, ModelSpec],
-              skipped: dict[str, str] | None = None, write: bool = True) -> dict[str, Any]:
+              skipped: dict[str, str] | None = None, write: bool = True,
+              compare: list[tuple[str, str]] | None = None) -> dict[str, Any]:
     """All metrics with their CIs, the stage gains and the judge audit in one dict (shape: the module docstring);
-    written to eval/summary.json (and, with `eval.judges`, the disagreements to eval/figures/judge_audit.html)."""
+    written to eval/summary.json (and, with `eval.judges`, the disagreements to eval/figures/judge_audit.html).
+    `compare`: more (before, after) pairs of evaluated models to compare like the stages (e.g. two DAPO trials)."""
     samples, k = cfg.eval.bootstrap_samples, cfg.eval.runs
     summary = {
         "run": cfg.run.name, "params": cfg.source, "k": k, "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
@@ -75,7 +77,8 @@ def summarize(cfg: Config, benchmarks: dict[str, Benchmark], models: dict[str, M
         "benchmarks": {name: {"levels": b.levels, "counts": b.level_counts(), "note": b.note, "group_by": b.group_by,
                               "results": {label: score_model(cfg, b, label, samples=samples) for label in models}}
                        for name, b in benchmarks.items()},
-        "gains": {name: stage_gains(cfg, b, list(models), samples=samples) for name, b in benchmarks.items()},
+        "gains": {name: stage_gains(cfg, b, list(models), samples=samples, extra_pairs=compare)
+                  for name, b in benchmarks.items()},
         "judge_audit": audit(cfg, benchmarks, models),
         "skipped": dict(skipped or {}),
         "published": {"source": PUBLISHED_SOURCE, "pass@1": {f"{b} | {f}": v for (b, f), v in PUBLISHED.items()}},
@@ -89,14 +92,21 @@ def summarize(cfg: Config, benchmarks: dict[str, Benchmark], models: dict[str, M
     return summary
 
 
-def stage_gains(cfg: Config, benchmark: Benchmark, labels: list[str], *, samples: int) -> list[dict[str, Any]]:
+def stage_gains(cfg: Config, benchmark: Benchmark, labels: list[str], *, samples: int,
+                extra_pairs: list[tuple[str, str]] | None = None) -> list[dict[str, Any]]:
     """The paired bootstrap of each evaluated stage over the previous one (base → sft → sft-rs → dapo; DAPO over the
-    checkpoint it started from, `dapo.init`, when that was evaluated), per level and over all questions, on the
-    questions both models completed in every run."""
+    checkpoint it started from, `dapo.init`, when that was evaluated), then of each `extra_pairs` (before, after)
+    among `labels`, per level and over all questions, on the questions both models completed in every run."""
     k = cfg.eval.runs
     stages = [s for s in STAGES if s in labels]
     pairs = [(cfg.dapo.init if after == "dapo" and cfg.dapo.init in stages else before, after)
              for before, after in zip(stages, stages[1:])]
+    for pair in extra_pairs or []:
+        missing = [label for label in pair if label not in labels]
+        if missing:
+            raise ValueError(f"cannot compare {pair[0]} with {pair[1]}: {missing} not evaluated here ({labels})")
+        if tuple(pair) not in pairs:
+            pairs.append(tuple(pair))
     out = []
     for before, after in pairs:
         res = {label: load_results(cfg, benchmark, label) for label in (before, after)}
