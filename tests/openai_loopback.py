@@ -31,6 +31,17 @@ def completion(content: str, *, finish_reason: str = "stop", reasoning_content: 
     }
 
 
+def search_then_answer(answer: Callable[[dict], str], query: str = "x") -> Callable[[dict], tuple[int, dict]]:
+    """A scripted agent policy: with no observation yet (system + question) it searches for `query`; after the
+    observation it answers `answer(body)` (the request body: its `messages`, `model`...)."""
+    def handler(body: dict) -> tuple[int, dict]:
+        if len(body["messages"]) == 2:
+            return 200, completion('<think>search</think>\n<tool_call>\n{"name": "search", "arguments": '
+                                   f'{{"query": ["{query}"]}}}}\n</tool_call>')
+        return 200, completion(f"<think>found it</think>\n<answer>{answer(body)}</answer>")
+    return handler
+
+
 def apply_stop(payload: dict, stop: list[str] | None) -> dict:
     """Cut the content at the earliest stop string, as OpenAI-compatible servers do."""
     if not stop or payload.get("choices") is None:

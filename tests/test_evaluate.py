@@ -371,16 +371,13 @@ def test_run_evaluation_end_to_end_and_resume(tmp_path):
     """A model endpoint on loopback (the stand-in for a GPU server) drives the real agent against the real local
     web: each question gets one search, then an answer (right for two questions, wrong for one). Files, verdicts,
     metrics and resume are checked."""
-    from openai_loopback import LoopbackOpenAI, completion
+    from openai_loopback import LoopbackOpenAI, search_then_answer
 
-    def handler(body):
-        messages = body["messages"]
-        question = messages[1]["content"]
-        if len(messages) == 2:  # system + question: no observation yet
-            return 200, completion('<think>search first</think>\n<tool_call>\n{"name": "search", "arguments": '
-                                   '{"query": ["shlex quote"]}}\n</tool_call>')
-        answer = "shlex" if "shell" in question else "Peters" if "Timsort" in question else "no idea"
-        return 200, completion(f"<think>found it</think>\n<answer>{answer}</answer>")
+    def answer(body):
+        question = body["messages"][1]["content"]
+        return "shlex" if "shell" in question else "Peters" if "Timsort" in question else "no idea"
+
+    handler = search_then_answer(answer, query="shlex quote")
 
     cfg = params.load("params/ci.yaml")
     cfg.run.output_dir = str(tmp_path)
@@ -429,17 +426,11 @@ def test_equivalence_judge_per_benchmark_and_judge_audit_end_to_end(tmp_path):
     """Policy and judge both on loopback servers (stand-ins for vLLM and a judge endpoint), the real agent and local
     web: the local set is judged by the equivalence judge (eval.judge), each answer also by an audit judge (rules);
     the summary reports unparsed judge replies and the judges' agreement, and the audit page lists disagreements."""
-    from openai_loopback import LoopbackOpenAI, completion
+    from openai_loopback import LoopbackOpenAI, completion, search_then_answer
 
     answers = {"shell": "the shlex standard library module", "Timsort": "Tim Peters", "unanswerable": "maybe 41"}
-
-    def policy(body):
-        messages = body["messages"]
-        if len(messages) == 2:
-            return 200, completion('<think>search</think>\n<tool_call>\n{"name": "search", "arguments": '
-                                   '{"query": ["shlex"]}}\n</tool_call>')
-        answer = next(a for key, a in answers.items() if key in messages[1]["content"])
-        return 200, completion(f"<think>done</think>\n<answer>{answer}</answer>")
+    policy = search_then_answer(lambda body: next(a for key, a in answers.items()
+                                                  if key in body["messages"][1]["content"]), query="shlex")
 
     def judge(body):
         prompt = body["messages"][-1]["content"]
@@ -496,18 +487,16 @@ def test_equivalence_judge_per_benchmark_and_judge_audit_end_to_end(tmp_path):
 def test_cli_evaluates_any_qa_file_per_level_without_touching_the_run(tmp_path):
     """`python -m wdlib.evaluate --params P --qa FILE --out DIR`: a loopback model answers two of three questions
     right; DIR/summary.json has Pass@1 per model and level; the run's own eval folder is left alone."""
-    from openai_loopback import LoopbackOpenAI, completion
+    from openai_loopback import LoopbackOpenAI, search_then_answer
 
     from wdlib.evaluate.__main__ import main
 
-    def handler(body):
-        messages = body["messages"]
-        if len(messages) == 2:
-            return 200, completion('<think>search</think>\n<tool_call>\n{"name": "search", "arguments": '
-                                   '{"query": ["x"]}}\n</tool_call>')
-        answer = {"capital": "Lima", "author": "Jane Austen"}.get(
-            next((k for k in ("capital", "author") if k in messages[1]["content"]), ""), "no idea")
-        return 200, completion(f"<think>found</think>\n<answer>{answer}</answer>")
+    def answer(body):
+        question = body["messages"][1]["content"]
+        return {"capital": "Lima", "author": "Jane Austen"}.get(
+            next((k for k in ("capital", "author") if k in question), ""), "no idea")
+
+    handler = search_then_answer(answer)
 
     qa = tmp_path / "mine.json"
     qa.write_text(json.dumps([{"question": "Which city is the capital of Peru?", "answer": "Lima", "level": 1},
@@ -536,20 +525,17 @@ def test_cli_evaluates_any_qa_file_per_level_without_touching_the_run(tmp_path):
 def test_cli_compares_any_two_models_by_a_paired_bootstrap(tmp_path):
     """`--compare weak:strong`: both models are evaluated (or read back), and summary.json carries the paired gain;
     a malformed pair or a model that cannot be evaluated is a clear error (exit 2)."""
-    from openai_loopback import LoopbackOpenAI, completion
+    from openai_loopback import LoopbackOpenAI, search_then_answer
 
     from wdlib.evaluate.__main__ import main
 
     gold = {"capital": "Lima", "author": "Jane Austen", "unknowable": "42"}
 
-    def handler(body):
-        messages = body["messages"]
-        if len(messages) == 2:
-            return 200, completion('<think>search</think>\n<tool_call>\n{"name": "search", "arguments": '
-                                   '{"query": ["x"]}}\n</tool_call>')
-        key = next(k for k in gold if k in messages[1]["content"])
-        answer = gold[key] if body["model"] == "strong" else "no idea"
-        return 200, completion(f"<think>found</think>\n<answer>{answer}</answer>")
+    def answer(body):  # the "strong" model knows every answer, the "weak" one none
+        key = next(k for k in gold if k in body["messages"][1]["content"])
+        return gold[key] if body["model"] == "strong" else "no idea"
+
+    handler = search_then_answer(answer)
 
     qa = tmp_path / "mine.jsonl"
     qa.write_text("".join(json.dumps({"question": q, "answer": a, "level": lv}) + "\n" for q, a, lv in [
