@@ -5,6 +5,11 @@ VENV := .venv
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 export OMP_WAIT_POLICY := PASSIVE
+# glibc keeps freed KV-cache blocks in its arenas: an evaluation of 108 episodes peaked at ~13 GB RSS without these,
+# 5.4 GB with them (2026-12-07, concurrency 32)
+export MALLOC_ARENA_MAX := 2
+export MALLOC_MMAP_THRESHOLD_ := 1048576
+export MALLOC_TRIM_THRESHOLD_ := 1048576
 
 .PHONY: setup run smoke test bench lab clean-run strip-notebooks
 
