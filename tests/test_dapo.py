@@ -142,6 +142,7 @@ def test_grpo_config_maps_dapo_params_and_passes_trainer_kwargs(smoke_cfg):
     args = grpo_config(cfg)
     assert (args.loss_type, args.epsilon, args.epsilon_high, args.beta) == ("dapo", 0.2, 0.28, 0.0)
     assert args.output_dir == str(cfg.paths.trainer_dir("dapo"))
+    assert args.save_total_limit == cfg.dapo.save_total_limit == 2  # each checkpoint holds Adam state: keep few
     cfg.dapo.trainer_kwargs = {"weight_decay": 0.05, "max_grad_norm": 0.5}
     args = grpo_config(cfg)
     assert (args.weight_decay, args.max_grad_norm, args.loss_type) == (0.05, 0.5, "dapo")

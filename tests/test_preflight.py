@@ -96,8 +96,10 @@ def test_report_notebook_checks_its_models_and_checkpoints(tmp_path):
 def test_disk_estimate_counts_final_models_and_trainer_checkpoints():
     cfg = params.load("params/7b.yaml")
     needed, how = preflight.checkpoint_bytes(cfg, {"03", "04"})
-    # bf16: final 2 B/param; trainer checkpoint 16 B/param; SFT keeps 2, DAPO saves every 50 of 200 steps
-    assert needed == pytest.approx(7e9 * (2 + 2 * 16) + 7e9 * (2 + 4 * 16)) and "2 trainer checkpoint(s)" in how
+    # bf16: final 2 B/param; trainer checkpoint 16 B/param; SFT and DAPO keep 2 each
+    assert needed == pytest.approx(2 * 7e9 * (2 + 2 * 16)) and "2 trainer checkpoint(s)" in how
+    cfg.dapo.save_total_limit = None  # DAPO then keeps every save: 200 steps / 50
+    assert preflight.checkpoint_bytes(cfg, {"04"})[0] == pytest.approx(7e9 * (2 + 4 * 16))
     assert preflight.checkpoint_bytes(cfg, {"05"})[0] == 0
 
 

@@ -282,6 +282,7 @@ class DAPOParams(Section):
     rollout_concurrency: int = Field(64, gt=0)  # trajectories in flight (also the largest generate batch)
     rollout_dtype: Literal["same", "bfloat16", "float16"] = "same"  # transformers rollouts: a synced copy in this dtype
     save_steps: int = Field(50, gt=0)
+    save_total_limit: int | None = Field(2, gt=0)  # intermediate checkpoints kept for resuming (each: weights + Adam)
     logging_steps: int = Field(1, gt=0)
     gradient_checkpointing: bool = True
     num_processes: int = Field(1, gt=0)

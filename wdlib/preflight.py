@@ -252,7 +252,7 @@ def checkpoint_bytes(cfg: Config, notebooks: set[str]) -> tuple[float, str]:
             continue
         section = getattr(cfg, stage)
         steps = section.max_steps if section.max_steps > 0 else 10 * section.save_steps  # epochs: assume a few saves
-        kept = section.trainer_kwargs.get("save_total_limit", getattr(section, "save_total_limit", None))
+        kept = section.save_total_limit
         n = math.ceil(steps / section.save_steps) if kept is None else min(kept, math.ceil(steps / section.save_steps))
         per = 0.02 * params * trainer if getattr(section, "lora", False) else params * trainer
         total += params * weight + n * per
@@ -272,7 +272,7 @@ def _check_disk(cfg: Config, notebooks: set[str]) -> list[Problem]:
         return []
     return [Problem("run.output_dir", f"about {needed / 1e9:.0f} GB of checkpoints ({how}), {free / 1e9:.0f} GB free "
                     f"under {where}", "free space, point run.output_dir to a larger disk, or keep fewer checkpoints "
-                    "(sft.save_total_limit, dapo.trainer_kwargs.save_total_limit)")]
+                    "(sft.save_total_limit, dapo.save_total_limit)")]
 
 
 def check(cfg: Config, notebooks: Iterable[str] | None = None, *, env: Mapping[str, str] | None = None,

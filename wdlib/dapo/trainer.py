@@ -326,6 +326,7 @@ def grpo_config(cfg: Config, output_dir: Path | None = None):
         learning_rate=d.learning_rate,
         max_steps=d.max_steps,
         save_steps=d.save_steps,
+        save_total_limit=d.save_total_limit,
         logging_steps=d.logging_steps,
         gradient_checkpointing=d.gradient_checkpointing,
         reward_weights=weights,
