@@ -347,7 +347,7 @@ def test_wandb_config_holds_no_key(tmp_path, monkeypatch):
 
 
 @pytest.mark.timeout(300)
-def test_executed_notebooks_and_stage_errors_hold_no_key(tmp_path, monkeypatch):
+def test_executed_notebooks_and_stage_errors_hold_no_key(tmp_path, monkeypatch, capsys):
     import nbformat
 
     from wdlib import pipeline
@@ -365,10 +365,12 @@ def test_executed_notebooks_and_stage_errors_hold_no_key(tmp_path, monkeypatch):
     monkeypatch.setattr(pipeline, "NOTEBOOK_DIR", nbdir)
     params_path = _params(tmp_path, f"run: {{name: t, output_dir: {tmp_path / 'out'}}}\n")
     with pytest.raises(pipeline.StageFailed) as e:
-        pipeline.run(params_path)
+        pipeline.run(params_path, stream_output=True)  # what the cells print reaches the terminal too
     executed = (tmp_path / "out" / "t" / "notebooks" / "01_leak.ipynb").read_text()
     assert "key: <redacted>" in executed and SECRET not in executed
     assert "rejected <redacted>" in str(e.value) and SECRET not in str(e.value)
+    terminal = capsys.readouterr()
+    assert "key: <redacted>" in terminal.out and SECRET not in terminal.out + terminal.err
 
 
 # ================================================================ 14 · the loopback web server

@@ -52,6 +52,20 @@ def test_stops_at_first_failure_and_resumes(tmp_path, tmp_params, monkeypatch):
         pipeline.run(tmp_params, only="07")
 
 
+def test_cell_output_and_progress_bars_stream_to_the_terminal(tmp_path, tmp_params, monkeypatch, capsys):
+    nbdir = tmp_path / "nbs"
+    nbdir.mkdir()
+    _notebook(nbdir / "01_a.ipynb", "from tqdm.auto import tqdm\nfor _ in tqdm(range(5), desc='rollouts', mininterval=0):\n"
+                                    "    pass\nprint('stage a says hello')")
+    monkeypatch.setattr(pipeline, "NOTEBOOK_DIR", nbdir)
+    pipeline.run(tmp_params, stream_output=True)
+    terminal = capsys.readouterr()
+    assert "stage a says hello" in terminal.out
+    assert "rollouts: 100%" in terminal.err and "5/5" in terminal.err and "\r" in terminal.err  # a bar, in place
+    pipeline.run(tmp_params)  # the library default (tests, notebooks calling run): the pipeline's own lines only
+    assert "stage a says hello" not in capsys.readouterr().out
+
+
 def test_cli_reports_bad_params_without_starting_kernels(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("dapo: {epsilon_hihg: 1}\n")

@@ -9,7 +9,8 @@ Before the first notebook the preflight (`wdlib.preflight`: GPUs, packages, mode
 selected notebooks need; a problem stops the pipeline before any kernel starts (`--no-check` skips it). Executed
 copies land in outputs/<run>/notebooks/, key values redacted (`wdlib.redact`: a cell that printed one does not leave
 it in the copy). A notebook that completes leaves a `.done` marker beside its copy; `--resume` skips those. The first
-failure stops the pipeline and prints the failing cell's error (redacted too).
+failure stops the pipeline and prints the failing cell's error (redacted too). What the cells print, progress bars
+included, streams to the terminal as they run (redacted the same way; `--quiet`: only the pipeline's own lines).
 """
 
 from __future__ import annotations
@@ -65,6 +66,20 @@ def redact_notebook(path: Path) -> None:
             path.write_text(clean, encoding="utf-8")
 
 
+class RedactedStream:
+    """A notebook's stdout/stderr on its way to the terminal (papermill's stdout_file/stderr_file), key values masked
+    as in the executed copy. tqdm's carriage returns pass through, so a stage's progress bar updates in place."""
+
+    def __init__(self, stream):
+        self.stream = stream
+
+    def write(self, text: str) -> None:
+        self.stream.write(redact(text))
+
+    def flush(self) -> None:
+        self.stream.flush()
+
+
 def _params_path(params: str | Path) -> Path:
     path = Path(params)
     if not path.is_file() and (config.PARAMS_DIR / path).is_file():
@@ -81,9 +96,10 @@ def check(params: str | Path, only: str | None = None) -> tuple[bool, str]:
 
 
 def run(params: str | Path, only: str | None = None, resume: bool = False, kernel_name: str | None = None,
-        log_output: bool = False, check_first: bool = True) -> list[Path]:
+        log_output: bool = False, check_first: bool = True, stream_output: bool = False) -> list[Path]:
     """Execute the selected notebooks; returns the executed copies. Raises StageFailed when the preflight finds a
-    problem (before any kernel starts) or on the first failing notebook."""
+    problem (before any kernel starts) or on the first failing notebook. `stream_output`: what the cells print goes to
+    this process's stdout/stderr as they run (`log_output`: papermill's logger, rich outputs too)."""
     import papermill as pm
     from papermill.exceptions import PapermillExecutionError
 
@@ -97,6 +113,8 @@ def run(params: str | Path, only: str | None = None, resume: bool = False, kerne
     parameters = parameters_for(params_path)
     out_dir = cfg.paths.notebooks
     out_dir.mkdir(parents=True, exist_ok=True)
+    streams = ({"stdout_file": RedactedStream(sys.stdout), "stderr_file": RedactedStream(sys.stderr)}
+               if stream_output else {})
     executed = []
     for nb in select(only):
         out = out_dir / nb.name
@@ -110,7 +128,7 @@ def run(params: str | Path, only: str | None = None, resume: bool = False, kerne
         start = time.time()
         try:
             pm.execute_notebook(str(nb), str(out), parameters=parameters, cwd=str(config.REPO_ROOT),
-                                kernel_name=kernel_name, log_output=log_output, progress_bar=False)
+                                kernel_name=kernel_name, log_output=log_output, progress_bar=False, **streams)
         except PapermillExecutionError as exc:
             raise StageFailed(redact(f"{nb.name} failed in cell {exc.exec_count}: {exc.ename}: {exc.evalue}\n"
                                      f"{''.join(exc.traceback[-3:]) if exc.traceback else ''}\n"
@@ -129,7 +147,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("params", help="params YAML, e.g. params/smoke.yaml")
     ap.add_argument("--only", help="comma-separated notebook numbers, e.g. 03,04")
     ap.add_argument("--resume", action="store_true", help="skip notebooks that completed in an earlier run")
-    ap.add_argument("--log-output", action="store_true", help="stream the notebooks' output to the terminal")
+    ap.add_argument("--quiet", action="store_true",
+                    help="only the pipeline's own lines, not what the cells print (progress bars included)")
+    ap.add_argument("--log-output", action="store_true", help="papermill's log of every cell output, rich ones too")
     ap.add_argument("--check", action="store_true", help="only the preflight: exit 1 and list what is missing")
     ap.add_argument("--no-check", action="store_true", help="skip the preflight before the first notebook")
     args = ap.parse_args(argv)
@@ -138,7 +158,8 @@ def main(argv: list[str] | None = None) -> int:
             ready, text = check(args.params, args.only)
             print(text, file=sys.stdout if ready else sys.stderr)
             return 0 if ready else 1
-        run(args.params, only=args.only, resume=args.resume, log_output=args.log_output, check_first=not args.no_check)
+        run(args.params, only=args.only, resume=args.resume, log_output=args.log_output, check_first=not args.no_check,
+            stream_output=not args.quiet)
     except (StageFailed, config.ParamsError) as exc:
         print(f"[pipeline] FAILED: {exc}", file=sys.stderr)
         return 1
