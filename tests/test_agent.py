@@ -375,6 +375,23 @@ def test_malformed_turn_gets_error_observation_and_counts():
     assert "not valid JSON" in server.requests[1][1]["messages"][-1]["content"]
 
 
+def test_malformed_turns_in_a_row_end_the_episode_when_asked():
+    script = {"q": [BROKEN, SEARCH, "no tags at all", BROKEN, ANSWER], "p": ["prose, no format"]}
+    with LoopbackOpenAI(scripted(script)) as server:
+        client = OpenAIClient("m", server.base_url)
+        ended = asyncio.run(run_agent("q", client, RecordingToolbox(), max_turns=8, max_format_errors=2))
+        recovered = asyncio.run(run_agent("q", client, RecordingToolbox(), max_turns=8, max_format_errors=3))
+        unlimited = asyncio.run(run_agent("p", client, RecordingToolbox(), max_turns=4))
+        first = asyncio.run(run_agent("p", client, RecordingToolbox(), max_turns=4, max_format_errors=1))
+    # one malformed turn, then a search resets the count; the 2nd malformed turn in a row ends it, unanswered
+    assert ended.finish_reason == "format_errors" and ended.turns == 4 and ended.prediction is None
+    assert ended.messages[-1]["role"] == "assistant" and len(ended.tool_calls) == 1
+    assert ended.sampling["max_format_errors"] == 2
+    assert recovered.finish_reason == "answer" and recovered.turns == 5
+    assert unlimited.finish_reason == "max_turns" and unlimited.turns == 4  # None: the budget decides, as before
+    assert first.finish_reason == "format_errors" and first.turns == 1  # WebDancer's rule: no tool call ends it
+
+
 def test_turn_budget_forces_one_final_answer_turn():
     with LoopbackOpenAI(scripted({"q": [SEARCH, SEARCH, SEARCH, ANSWER]})) as server:
         traj = asyncio.run(run_agent("q", OpenAIClient("m", server.base_url), RecordingToolbox(), max_turns=4))

@@ -241,6 +241,11 @@ def test_eval_models_only_existing_checkpoints(tmp_path):
     models, skipped = evaluate.eval_models(cfg)
     assert models["dapo"].name == str(dapo) and models["dapo"].backend == cfg.models.policy.backend
     assert "sft" in skipped and "notebook 03" in skipped["sft"]
+    assert models["dapo"].dtype == models["base"].dtype == cfg.models.policy.dtype  # eval.dtype "same"
+    cfg.eval.dtype = "bfloat16"  # the policy and the run's checkpoints in eval.dtype; an extra model as given
+    models, _ = evaluate.eval_models(cfg)
+    assert models["dapo"].dtype == models["base"].dtype == "bfloat16" != cfg.models.policy.dtype
+    assert models["gpt_4o"].dtype == "auto"
 
 
 # ------------------------------------------------------------------ results → summary → tables/figures
@@ -332,6 +337,7 @@ def test_summary_tables_and_figures_on_synthetic_results(tmp_path):
 
     tables = evaluate.write_tables(cfg, summary).read_text()
     assert "Cons@3" in tables and "invalid %" in tables and "Pass@1, best of 3 runs" in tables
+    assert "Episodes: temperature 0.6, top-p 0.95, at most 20 turns; an episode ends after 2 malformed turns" in tables
     ci = base_res["levels"]["1"]["ci"]["pass@1"]
     assert f"| {100 * base_res['levels']['1']['pass@1']:.1f} [{100 * ci[0]:.1f}, {100 * ci[1]:.1f}] |" in tables
     assert "| GAIA | ReAct (base) → SFT | pass@1 | Avg. | +" in tables and "unparsed replies" in tables
@@ -408,6 +414,8 @@ def test_run_evaluation_end_to_end_and_resume(tmp_path):
         avg = summary["benchmarks"]["local"]["results"]["base"]["avg"]
         assert avg["pass@1"] == pytest.approx(2 / 3) and avg["pass@2"] == pytest.approx(2 / 3)
         assert summary["benchmarks"]["local"]["results"]["base"]["behaviour"]["avg_tool_calls"] == 1.0
+        # the episode rule the params ask for reached every episode and the summary (default: 2 malformed in a row)
+        assert {r["sampling"]["max_format_errors"] for r in records} == {2} == {summary["sampling"]["max_format_errors"]}
 
         # resume: nothing left → the model is not even called; a lost line and a lost verdict are redone only
         assert evaluate.run_evaluation(cfg, benchmarks, models, progress=False)["base"]["local"]["new"] == 0

@@ -177,7 +177,7 @@ async def _call_tool(toolbox, call: ToolCall) -> str:
 async def run_agent(question: str, client, toolbox, *, gold: str | None = None, qa_id: str | None = None,
                     max_turns: int = 12, max_total_tokens: int = 32768, context_length: int | None = None,
                     sampling: dict | None = None, sample: int = 0, date: str | None = None,
-                    prompt: str | PromptTemplate = "ours") -> Trajectory:
+                    prompt: str | PromptTemplate = "ours", max_format_errors: int | None = None) -> Trajectory:
     """Run one ReAct trajectory. Never raises: whatever fails (the model backend, a tokenizer, a client's reply,
     a toolbox) ends this trajectory with finish_reason "error" and the conversation so far, never its siblings.
 
@@ -185,7 +185,9 @@ async def run_agent(question: str, client, toolbox, *, gold: str | None = None, 
     turns, observations; also capped by `context_length`). When a limit is about to be reached, the last observation
     carries FINAL_ANSWER_INSTRUCTION and the next turn is the last one. finish_reason: "answer" (answered in budget),
     "max_turns" / "max_tokens" (the budget ran out; `prediction` is still set if the forced turn answered),
-    "error" (the model backend failed; see `error`). `prompt` is the prompt style (`wdlib.react.PROMPT_STYLES`) or a
+    "error" (the model backend failed; see `error`), "format_errors" (`max_format_errors` malformed turns in a row:
+    a model that does not write the format is not made to try until the budget runs out; WebDancer's own loop ends
+    at the first turn without a tool call). `prompt` is the prompt style (`wdlib.react.PROMPT_STYLES`) or a
     PromptTemplate (`resolve_prompt(cfg)` gives the one the params ask for).
     """
     messages: list[dict] = []
@@ -194,7 +196,7 @@ async def run_agent(question: str, client, toolbox, *, gold: str | None = None, 
         messages += prompt_messages(question, date, prompt)
         return await _episode(question, client, toolbox, messages, gold=gold, qa_id=qa_id, max_turns=max_turns,
                               max_total_tokens=max_total_tokens, context_length=context_length, sampling=sampling,
-                              sample=sample, prompt=prompt)
+                              sample=sample, prompt=prompt, max_format_errors=max_format_errors)
     except Exception as e:
         return Trajectory(question=question, messages=messages, gold=gold, turns=sum(
             m["role"] == "assistant" for m in messages), finish_reason="error", model=_model_name(client),
@@ -217,7 +219,7 @@ def _model_name(client) -> str:
 
 async def _episode(question: str, client, toolbox, messages: list[dict], *, gold: str | None, qa_id: str | None,
                    max_turns: int, max_total_tokens: int, context_length: int | None, sampling: dict | None,
-                   sample: int, prompt: str | PromptTemplate) -> Trajectory:
+                   sample: int, prompt: str | PromptTemplate, max_format_errors: int | None) -> Trajectory:
     """`run_agent`'s loop; `messages` (the prompt, then each turn as it happens) is the caller's list."""
     sampling = dict(sampling or {})
     default_turn_tokens = getattr(client, "max_new_tokens", 512)
@@ -229,6 +231,7 @@ async def _episode(question: str, client, toolbox, messages: list[dict], *, gold
     used = len(transcript) if transcript else _estimate_tokens(messages[0]["content"] + messages[1]["content"])
 
     turns, calls, prediction, forced, finish, error = 0, [], None, None, None, None
+    malformed_in_a_row = 0
     usage = {"prompt_tokens": 0, "completion_tokens": 0}
     model_s = tool_s = 0.0
     t_start = time.perf_counter()
@@ -274,6 +277,10 @@ async def _episode(question: str, client, toolbox, messages: list[dict], *, gold
                 finish = forced or "max_turns"
                 break
 
+            malformed_in_a_row = 0 if turn.tool_call is not None else malformed_in_a_row + 1
+            if max_format_errors and malformed_in_a_row >= max_format_errors:
+                finish = "format_errors"
+                break
             if turn.tool_call is not None:
                 calls.append(turn.tool_call.to_dict())
                 t0 = time.perf_counter()
@@ -301,7 +308,7 @@ async def _episode(question: str, client, toolbox, messages: list[dict], *, gold
         if transcript and hasattr(client, "release"):
             client.release(transcript.ids)
     sampling_record = {**sampling, "max_new_tokens": turn_tokens, "max_turns": max_turns,
-                       "prompt": _prompt_name(prompt),
+                       "max_format_errors": max_format_errors, "prompt": _prompt_name(prompt),
                        "max_total_tokens": max_total_tokens}
     trajectory = Trajectory(
         question=question, messages=messages, gold=gold, prediction=prediction, turns=turns, tool_calls=calls,

@@ -22,7 +22,7 @@ from typing import Any, Iterable, Iterator
 from wdlib.redact import redact, secrets
 
 log = logging.getLogger(__name__)
-FINISH_REASONS = ("answer", "max_turns", "max_tokens", "error")
+FINISH_REASONS = ("answer", "max_turns", "max_tokens", "format_errors", "error")
 
 
 def stable_id(*parts: Any, n: int = 12) -> str:

@@ -8,8 +8,8 @@ The shape of `eval/summary.json` (what the tables, the figures and notebooks rea
     {"run", "params", "k", "created",
      "judge": {"modes": {benchmark: mode}, "model": judge model or null, "audit": [audit judge names]},
      "bootstrap": {"samples", "confidence", "seed"},
-     "sampling": {"temperature", "top_p", "max_turns"},
-     "models": {label: {"name", "backend", "title", "backbone"}},
+     "sampling": {"temperature", "top_p", "max_turns", "max_format_errors"},
+     "models": {label: {"name", "backend", "dtype", "title", "backbone"}},
      "benchmarks": {benchmark: {
          "levels": [level, ...], "counts": {level: n}, "note": str, "group_by": field or null,
          "results": {label: {
@@ -69,8 +69,9 @@ def summarize(cfg: Config, benchmarks: dict[str, Benchmark], models: dict[str, M
                   "model": cfg.models.judge.name if cfg.models.judge else None,
                   "audit": [j.name for j in cfg.eval.judges]},
         "bootstrap": {"samples": samples, "confidence": CONFIDENCE, "seed": cfg.run.seed},
-        "sampling": {"temperature": cfg.eval.temperature, "top_p": cfg.eval.top_p, "max_turns": cfg.eval.max_turns},
-        "models": {label: {"name": spec.name, "backend": spec.backend, "title": model_title(label),
+        "sampling": {"temperature": cfg.eval.temperature, "top_p": cfg.eval.top_p, "max_turns": cfg.eval.max_turns,
+                     "max_format_errors": cfg.eval.max_format_errors},
+        "models": {label: {"name": spec.name, "backend": spec.backend, "dtype": spec.dtype, "title": model_title(label),
                            # a checkpoint's backbone is the policy it was trained from
                            "backbone": cfg.models.policy.name if label in STAGES else spec.name}
                    for label, spec in models.items()},

@@ -29,10 +29,13 @@ def _is_checkpoint(path: Path) -> bool:
 
 def eval_models(cfg: Config) -> tuple[dict[str, ModelSpec], dict[str, str]]:
     """label → ModelSpec for `eval.checkpoints` (base = models.policy; sft/dapo = the run's checkpoints, when they
-    exist) plus `eval.extra_models`; the second value says why a requested checkpoint is skipped."""
+    exist; both in `eval.dtype`) plus `eval.extra_models` (as given); the second value says why a requested checkpoint
+    is skipped."""
     models: dict[str, ModelSpec] = {}
     skipped: dict[str, str] = {}
     policy = cfg.models.policy
+    if cfg.eval.dtype != "same":
+        policy = policy.model_copy(update={"dtype": cfg.eval.dtype})
     for stage in cfg.eval.checkpoints:
         if stage == "base":
             models["base"] = policy
@@ -150,7 +153,7 @@ async def evaluate_model(label: str, client: Any, toolbox: Any, benchmark: Bench
                 traj = await run_agent(qa.question, client, toolbox, gold=qa.answer, qa_id=qa.id,
                                        max_turns=ecfg.max_turns, max_total_tokens=max_total_tokens,
                                        context_length=context_length, sampling=sampling, sample=run,
-                                       prompt=prompt)
+                                       prompt=prompt, max_format_errors=ecfg.max_format_errors)
             except Exception as exc:  # the agent should not raise; if it does, retry on the next call
                 log.warning("%s/%s run %d: %s failed: %s: %s", benchmark.name, label, run, qa.id,
                             type(exc).__name__, exc)

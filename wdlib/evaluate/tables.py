@@ -147,6 +147,18 @@ def behaviour_markdown(summary: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _episode_rules(summary: dict[str, Any]) -> str:
+    """How the episodes were run, in one sentence (sampling, limits, dtypes)."""
+    s = summary.get("sampling", {})
+    rules = [f"temperature {s.get('temperature')}, top-p {s.get('top_p')}, at most {s.get('max_turns')} turns"]
+    if s.get("max_format_errors"):
+        rules.append(f"an episode ends after {s['max_format_errors']} malformed turns in a row")
+    dtypes = sorted({m.get("dtype") for m in summary.get("models", {}).values()} - {None, "auto"})
+    if dtypes:
+        rules.append(f"weights in {' / '.join(dtypes)}")
+    return "Episodes: " + "; ".join(rules) + "."
+
+
 def write_tables(cfg: Config, summary: dict[str, Any]) -> Path:
     """eval/tables.md: every metric with CIs (published rows beside Pass@1), groups, gains, judging, audit and
     behaviour."""
@@ -156,7 +168,8 @@ def write_tables(cfg: Config, summary: dict[str, Any]) -> Path:
     parts = [f"# Evaluation of run `{summary['run']}` ({summary['params']}; k={k} runs; judge: {modes or '-'}"
              f"{'; judge model ' + summary['judge']['model'] if summary['judge']['model'] else ''})\n",
              f"Values in %, each with its {int(100 * boot['confidence'])}% bootstrap CI over questions "
-             f"({boot['samples']} resamples, seed {boot['seed']}). Avg. is over all questions.\n"]
+             f"({boot['samples']} resamples, seed {boot['seed']}). Avg. is over all questions. "
+             f"{_episode_rules(summary)}\n"]
     for metric, (title, beside) in metric_titles(k).items():
         df = paper_table(summary, metric)
         parts.append(table_markdown(df, title=title, summary=summary, metric=metric) + f"\n_{beside}_\n")
