@@ -98,7 +98,7 @@ def test_overlong_penalty_counts_model_tokens_only():
 
 # ------------------------------------------------------------------ dynamic sampling on a real GRPOTrainer
 def _tiny_trainer(tmp_path, rows, rollout_func, reward_funcs, *, max_refills=2, G=2, per_device=4,
-                  accuracy_reward=None):
+                  accuracy_reward=None, oversample_groups=0):
     from datasets import Dataset
     from trl import GRPOConfig
 
@@ -111,7 +111,8 @@ def _tiny_trainer(tmp_path, rows, rollout_func, reward_funcs, *, max_refills=2, 
                       max_steps=1, logging_steps=1, save_strategy="no", learning_rate=1e-5, disable_dropout=True)
     trainer = DAPOTrainer(model=path, processing_class=models.load_tokenizer(path), reward_funcs=reward_funcs,
                           args=args, train_dataset=Dataset.from_list(rows), rollout_func=rollout_func,
-                          max_refills=max_refills, accuracy_reward=accuracy_reward)
+                          max_refills=max_refills, accuracy_reward=accuracy_reward,
+                          oversample_groups=oversample_groups)
     trainer.model.train()
     return trainer
 
@@ -165,6 +166,28 @@ def test_dynamic_sampling_drops_flat_group_and_refills(tmp_path):
     mask = batch["completion_mask"] * batch["tool_mask"]
     assert int(batch["num_items_in_batch"]) == int(mask.sum())
     assert "flat" not in " ".join(trainer.processing_class.batch_decode(batch["prompt_ids"], skip_special_tokens=True))
+
+
+def test_oversampled_groups_go_out_with_the_step_in_one_call(tmp_path):
+    calls = []
+    rows = _rows(["flat", "mixed", "mixed", "mixed"])
+    trainer = _tiny_trainer(tmp_path, rows, _fixed_rollout(calls), [_reward_by_kind], oversample_groups=2)
+    inputs = [dict(rows[0]), dict(rows[0]), dict(rows[1]), dict(rows[1])]  # one flat group, one mixed group
+    batch = trainer._generate_and_score_completions(inputs)
+    # one generation call for 2 + 2 groups; at least one oversampled group is mixed: no refill round
+    assert len(calls) == 1 and len(calls[0]) == 8 and trainer._metrics["train"]["dapo/refills"][-1] == 0
+    assert batch["advantages"].numel() == 4 and (batch["advantages"].view(-1, 2).abs().amax(1) > 0).all()
+    assert int(batch["num_items_in_batch"]) == int((batch["completion_mask"] * batch["tool_mask"]).sum())
+    assert sum(trainer._logs["extra"]["trained"]) == 4 and len(trainer._logs["prompt"]) == 8
+
+    calls.clear()  # nothing informative anywhere: the step's own 2 groups, advantages 0, their tokens counted
+    flat = _tiny_trainer(tmp_path, _rows(["flat"] * 4), _fixed_rollout(calls), [_reward_by_kind], max_refills=1,
+                         oversample_groups=2)
+    inputs = [dict(flat.train_dataset[0])] * 2 + [dict(flat.train_dataset[1])] * 2
+    batch = flat._generate_and_score_completions(inputs)
+    assert [len(c) for c in calls] == [8, 4] and batch["advantages"].numel() == 4
+    assert torch.count_nonzero(batch["advantages"]) == 0
+    assert int(batch["num_items_in_batch"]) == int((batch["completion_mask"] * batch["tool_mask"]).sum())
 
 
 def test_completions_log_holds_every_rollout_of_the_step_and_marks_the_trained_ones(tmp_path):
@@ -399,6 +422,7 @@ def test_real_dapo_step_and_resume_on_cpu(smoke_cfg):
     d.num_generations, d.per_device_train_batch_size, d.max_steps, d.save_steps, d.max_refills = 2, 2, 1, 1, 0
     d.max_turns, d.max_new_tokens_per_turn, d.max_completion_length = 2, 16, 512
     d.mask_truncated_completions = False  # 16-token turns rarely finish: keep them in the loss for this check
+    d.oversample_groups = 1  # the other question's group goes out with the step's own, in the same rollout call
     d.overlong_max_model_tokens, d.overlong_buffer = 34, 30  # rewards then differ with length: something to learn
     cfg.run_dir.mkdir(parents=True, exist_ok=True)
     # two questions, one per step: max_steps 1 ends mid-epoch, where a resumed Trainer would take one more step
@@ -421,7 +445,8 @@ def test_real_dapo_step_and_resume_on_cpu(smoke_cfg):
     assert moved == (logs["dapo/kept_groups"] > 0)  # an informative group moves the weights; none leaves them
     # the completions log: this step's rollouts, the trained ones marked
     table = pd.read_parquet(cfg.paths.trainer_dir("dapo") / "completions" / "completions_00001.parquet")
-    assert len(table) == 2 and table["trained"].sum() == 2 * logs["dapo/kept_groups"]
+    # the step's group and the oversampled one (a question drawn like a refill's), at most one group trained on
+    assert len(table) == 4 and table["trained"].sum() == 2 * min(logs["dapo/kept_groups"], 1)
 
     second = train(cfg)  # max_steps already reached: nothing trained, the saved summary comes back
     assert second["global_step"] == 1 and (cfg.paths.trainer_dir("dapo") / "checkpoint-1").is_dir()

@@ -274,6 +274,9 @@ class DAPOParams(Section):
     # blown up to unit advantages by the group's std, then drive the update)
     dynamic_sampling_by: Literal["accuracy", "reward"] = "accuracy"
     max_refills: int = Field(3, ge=0)  # extra rollout rounds per step at most; then train on what was kept
+    # Groups rolled out with each step's own, in the same generation call (verl's DAPO: a generation batch larger than
+    # the training batch): one wide batch instead of refill rounds one after the other; the first informative win.
+    oversample_groups: int = Field(0, ge=0)
     overlong_buffer: int = Field(1024, ge=0)  # soft punishment over the last `overlong_buffer` model tokens
     overlong_max_model_tokens: int = Field(4096, gt=0)  # model tokens (observations excluded) for penalty -1
     mask_truncated_completions: bool = True  # trajectories cut by a token/turn limit without EOS: out of the loss

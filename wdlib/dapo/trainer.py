@@ -9,7 +9,8 @@ R = 0.1·format + 0.9·answer. How it maps onto TRL 1.15:
 - `wdlib.dapo.rollout.AgentRollout` is the trainer's `rollout_func` (multi-turn rollouts, observations masked).
 - `DAPOTrainer` overrides one hook, `_generate_and_score_completions`, for dynamic sampling: groups whose answers
   are all right or all wrong (DAPO's accuracy rule; `dapo.dynamic_sampling_by: reward` drops only groups whose total
-  rewards are equal) are dropped and more prompts are rolled out, at most `dapo.max_refills` times. It reads the
+  rewards are equal) are dropped and more prompts are rolled out, at most `dapo.max_refills` times;
+  `dapo.oversample_groups` more prompts go out with each step's own, in the same generation call. It reads the
   answer rewards by keeping what `_calculate_rewards` returns. The completions log (`log_completions`: the
   `completions/*.parquet` of the trainer folder) holds every rollout of the step, refills included, with a `trained`
   column; TRL's own keeps only the last generation call and shows advantages of groups that were dropped.
@@ -153,11 +154,12 @@ class DAPOTrainer(GRPOTrainer):
     `accuracy_reward` names the reward function that scores the answer: a group is kept only if that reward differs
     inside it (DAPO's rule). None: kept if the total reward differs."""
 
-    def __init__(self, *args, dynamic_sampling: bool = True, max_refills: int = 3,
+    def __init__(self, *args, dynamic_sampling: bool = True, max_refills: int = 3, oversample_groups: int = 0,
                  accuracy_reward: str | None = None, **kwargs):
         super().__init__(*args, **kwargs)
         self.dynamic_sampling = dynamic_sampling
         self.max_refills = max_refills
+        self.oversample_groups = oversample_groups
         if accuracy_reward is not None and accuracy_reward not in self.reward_func_names:
             raise ValueError(f"accuracy_reward={accuracy_reward!r} is not one of the reward functions "
                              f"{self.reward_func_names}")
@@ -167,7 +169,7 @@ class DAPOTrainer(GRPOTrainer):
         self._refill_order: list[int] = []
         self._rollout_s = 0.0
         if dynamic_sampling:  # room for the refills' rollouts in the completions log
-            size = self.args.generation_batch_size * (max_refills + 1)
+            size = (self.args.generation_batch_size + oversample_groups * self.num_generations) * (max_refills + 1)
             self._logs = {key: defaultdict(lambda: deque(maxlen=size)) if isinstance(value, defaultdict)
                           else deque(maxlen=size) for key, value in self._logs.items()}
 
@@ -185,9 +187,12 @@ class DAPOTrainer(GRPOTrainer):
         if sampling:  # the completions log shows this step's rollouts only
             for value in self._logs.values():
                 value.clear()
+        want = len(inputs) // self.num_generations  # groups this process trains on per step
+        if sampling and self.oversample_groups:
+            inputs = list(inputs) + self._refill_inputs(self.oversample_groups)
         batch = super()._generate_and_score_completions(inputs)
         if sampling:
-            batch = self._dynamic_sampling(inputs, batch)
+            batch = self._dynamic_sampling(inputs, batch, want)
         self._rollout_s += time.perf_counter() - start
         self._metrics["train" if self.model.training else "eval"]["time/rollout_s"].append(
             time.perf_counter() - start)
@@ -223,13 +228,14 @@ class DAPOTrainer(GRPOTrainer):
             rows.extend(dict(row) for _ in range(self.num_generations))
         return rows
 
-    def _dynamic_sampling(self, inputs: list[dict], batch: dict[str, Any]) -> dict[str, Any]:
+    def _dynamic_sampling(self, inputs: list[dict], batch: dict[str, Any], want: int) -> dict[str, Any]:
+        """The first `want` informative groups of `batch` (rolled out from `inputs`, oversampled groups included)
+        and of refills while fewer were found."""
         G = self.num_generations
         if len(inputs) % G:
             raise ValueError(f"dynamic sampling needs whole groups on each process: {len(inputs)} samples for "
                              f"num_generations={G}; make per_device_train_batch_size × gradient_accumulation_steps "
                              "a multiple of num_generations")
-        want = len(inputs) // G  # groups this process trains on per step
         keep = self._informative(batch)
         keeps = [keep]
         kept = [self._groups(batch, keep)] if keep.any() else []
@@ -259,19 +265,23 @@ class DAPOTrainer(GRPOTrainer):
                      refills)
             metrics["dapo/no_informative_group"].append(1.0)
             metrics["dapo/groups_used"].append(self._global_sum(want))
-            return {**batch, "advantages": torch.zeros_like(batch["advantages"])}
+            batch = select_rows(batch, torch.arange(want * G))  # the step's own groups, not the oversampled
+            return self._count_items({**batch, "advantages": torch.zeros_like(batch["advantages"])})
         metrics["dapo/no_informative_group"].append(0.0)
 
         merged = merge_batches(kept, self._tokenizer.pad_token_id) if kept else None
         if merged is not None and merged["advantages"].numel() > want * G:  # more than needed: keep the first
             merged = select_rows(merged, torch.arange(want * G))
         metrics["dapo/groups_used"].append(self._global_sum(0 if merged is None else merged["advantages"].numel() // G))
-        merged = self._pad_for_split(merged, batch)
-        mask = merged["completion_mask"]
-        if merged.get("tool_mask") is not None:
-            mask = mask * merged["tool_mask"]
-        merged["num_items_in_batch"] = self.accelerator.gather(mask.sum()).sum()
-        return merged
+        return self._count_items(self._pad_for_split(merged, batch))
+
+    def _count_items(self, batch: dict[str, Any]) -> dict[str, Any]:
+        """`num_items_in_batch` (the loss's normalizer) recounted for the rows the step trains on."""
+        mask = batch["completion_mask"]
+        if batch.get("tool_mask") is not None:
+            mask = mask * batch["tool_mask"]
+        batch["num_items_in_batch"] = self.accelerator.gather(mask.sum()).sum()
+        return batch
 
     def _log_trained(self, keeps: list[torch.Tensor], want: int) -> None:
         """The `trained` column of the completions log, one entry per rollout of each generation call in order: the
@@ -381,6 +391,7 @@ def build_trainer(cfg: Config, toolbox: Any, *, qa: list[QAPair] | None = None, 
         rollout_func=rollout,
         dynamic_sampling=cfg.dapo.dynamic_sampling,
         max_refills=cfg.dapo.max_refills,
+        oversample_groups=cfg.dapo.oversample_groups,
         accuracy_reward="answer_reward" if cfg.dapo.dynamic_sampling_by == "accuracy" else None,
     )
     trainer.agent_rollout = rollout
