@@ -2,9 +2,11 @@
 
 Quality: `search_queries.jsonl` holds queries written from page content (descriptive) and from module / article
 titles (short), each with the one page that answers it, split in a dev part (103 queries, used to choose the
-page-ranking weights in wdlib.ranking; 34 of them added later to have more to choose on) and a held-out part (68, the
-figure, never used to choose anything). Reported per split: hits@1, hits@10 and MRR of
-`LocalWeb.search` with rank_by="pages" (title field + hub demotion) beside rank_by="passages" (the old ranking).
+page-ranking weights in wdlib.ranking; 34 of them added later to have more to choose on), a held-out part (68, the
+figure, never used to choose anything) and a fresh part (42, written 2026-12-07 from pages no query used, after the
+weights were fixed; measured, never used to choose anything either). Reported per split: hits@1, hits@10 and MRR of
+`LocalWeb.search` with rank_by="pages" (title field + hub demotion) beside rank_by="passages" (the old ranking), and
+the two out-of-sample parts pooled (the goal: hits@1 >= 90%, all in the top 10).
 
 Speed: both libraries rank the same indexed passages (tokenized once by the bm25s tokenizer: English stopwords,
 Snowball stemmer) for the same queries and return the top 10; query tokenization is included in both timings. Also
@@ -51,15 +53,16 @@ def report_quality(web) -> None:
     if missing:
         print(f"note: {len(missing)} answers are not in this local web (skipped): {missing[:3]}")
     rows = [r for r in rows if url_key(r["answer"]) in known]
-    for split in ("dev", "heldout"):
-        part = [r for r in rows if r["split"] == split]
+    for split in ("dev", "heldout", "fresh", "heldout+fresh"):
+        part = [r for r in rows if r["split"] in split.split("+")]
         old, new = quality(web, part, "passages"), quality(web, part, "pages")
         for name, q in (("best passage (old)", old), ("page ranking (new)", new)):
-            print(f"{split:8s} {name:19s} hits@1 {q['hits@1']:3d}/{q['n']} ({100 * q['hits@1'] / q['n']:5.1f}%)  "
+            print(f"{split:13s} {name:19s} hits@1 {q['hits@1']:3d}/{q['n']} ({100 * q['hits@1'] / q['n']:5.1f}%)  "
                   f"hits@10 {q['hits@10']:3d}/{q['n']}  MRR {q['mrr']:.3f}")
-        if split == "heldout":
+        if split != "dev":
             ok = new["hits@1"] >= 0.9 * new["n"] and new["hits@10"] == new["n"]
-            print(f"held-out goal (hits@1 >= 90%, all in the top 10): {'met' if ok else 'NOT met'}")
+            print(f"{split} goal (hits@1 >= 90%, all in the top 10): {'met' if ok else 'NOT met'}")
+        if split in ("heldout", "fresh"):
             for query, rank in new["misses"]:
                 print(f"   new ranking, not first: {query!r} (rank {rank})")
 
