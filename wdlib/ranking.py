@@ -17,9 +17,9 @@ can outrank the page that answers. The pages of the best passages are re-scored 
   Sudan") matches its lead better than the pages that mention it.
 
 Weights were chosen on the dev part of `tests/bench/search_queries.jsonl` (never on its held-out or fresh parts);
-`tests/bench/bench_search.py` reports the held-out part beside the passage-only ranking. Both fields cost one set
-intersection per candidate page. A page keeps the position of its first passage among the candidates (the snippet's
-region) even when the lead boost makes a later passage its best.
+`tests/bench/bench_search.py` reports the held-out and fresh parts beside the passage-only ranking. Both fields cost
+one set intersection per candidate page. A page keeps the position of its first passage among the candidates (the
+snippet's region) even when the lead boost makes a later passage its best.
 """
 
 from __future__ import annotations
